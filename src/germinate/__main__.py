@@ -1,0 +1,3 @@
+from germinate.cli import main
+
+raise SystemExit(main())
