@@ -1,0 +1,1 @@
+"""Data: find images, decode and cache them, augment, batch."""

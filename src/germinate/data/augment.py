@@ -1,0 +1,110 @@
+"""Flip policies, train and eval transforms (torchvision v2 on uint8 tensors), and TTA views.
+
+`top-down`: photos taken from above, so all 8 dihedral transforms (flips on both axes, 90-degree
+turns) give valid images. `side-on`: photos taken from the side: left-right flips only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+POLICIES = ("top-down", "side-on", "none")
+
+
+def check_policy(name: str) -> str:
+    """Return `name` if it is a known flip policy, else raise ValueError listing the valid ones."""
+    if name not in POLICIES:
+        raise ValueError(f"Invalid flip policy {name!r}; valid: {', '.join(POLICIES)}")
+    return name
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 dihedral transforms (k in 0..7) of an image or batch (..., H, W).
+
+    k % 4 quarter turns counter-clockwise, then a left-right flip when k >= 4. k = 0 is identity.
+    """
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+class RandomDihedral(v2.Transform):
+    """One of the 8 dihedral transforms, uniformly at random."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"k": int(torch.randint(8, ()).item())}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return dihedral(inpt, params["k"])
+
+
+class RandomRotateReflect(v2.Transform):
+    """Rotate by a random angle in [-degrees, degrees], filling the corners by reflection.
+
+    torchvision's rotation fills the corners with a constant colour; black wedges around a plant
+    on soil are an artefact the model must learn to ignore (fastai also reflects).
+    """
+
+    def __init__(self, degrees: float):
+        super().__init__()
+        self.degrees = degrees
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"angle": float((torch.rand(()) * 2 - 1) * self.degrees)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not self.degrees or not params["angle"]:
+            return inpt
+        rad = math.radians(params["angle"])
+        theta = torch.tensor([[math.cos(rad), -math.sin(rad), 0.0], [math.sin(rad), math.cos(rad), 0.0]])
+        x = inpt.float()[None]
+        grid = F.affine_grid(theta[None], list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)[0]
+        return out.round().clamp(0, 255).to(inpt.dtype) if inpt.dtype == torch.uint8 else out
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """How training images are varied. Angles in degrees; lighting as a +/- fraction."""
+
+    size: int = 128
+    flip: str = "top-down"
+    min_scale: float = 0.75
+    max_rotate: float = 10.0
+    max_lighting: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_policy(self.flip)
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
+
+
+def train_transform(cfg: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Random view of a square uint8 image (3, S, S) -> (3, size, size)."""
+    if cfg.flip == "none":
+        return v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True)
+    flips = RandomDihedral() if cfg.flip == "top-down" else v2.RandomHorizontalFlip()
+    return v2.Compose(
+        [
+            # Rotate before cropping, on the larger cached image.
+            RandomRotateReflect(cfg.max_rotate),
+            v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True),
+            flips,
+            *([v2.ColorJitter(brightness=cfg.max_lighting, contrast=cfg.max_lighting)] if cfg.max_lighting else []),
+        ]
+    )
+
+
+def eval_transform(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Deterministic: the whole (already centre-cropped, square) image resized to `size`."""
+    return v2.Resize((size, size), antialias=True)
+
+
+def deterministic_views(flip: str) -> list[int]:
+    """Dihedral indices of the fixed TTA views a policy allows, identity (the plain view) first."""
+    return {"top-down": list(range(8)), "side-on": [0, 4], "none": [0]}[check_policy(flip)]

@@ -1,0 +1,79 @@
+"""The data a learner needs: decoded training and validation images, labels, classes, skips."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from germinate.data.cache import ImageSource, decode_images
+from germinate.data.folders import ImageList, Skipped, limit_per_class, require_classes, scan_labelled, stratified_split
+from germinate.ui import SILENT, Reporter
+
+
+@dataclass
+class Split:
+    """Decoded images of one split, their labels and file paths, in the same order."""
+
+    source: ImageSource
+    labels: np.ndarray
+    files: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class DataBundle:
+    """Training and validation splits over one list of classes."""
+
+    classes: list[str]
+    train: Split
+    valid: Split
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def decode_split(items: ImageList, px: int, cache_dir, use_cache: bool, reporter: Reporter) -> tuple[Split, list[Skipped]]:
+    """Decode `items` (skipping unreadable files) into a Split."""
+    decoded = decode_images(items.files, px, cache_dir, use_cache, reporter=reporter)
+    files = [items.files[i] for i in decoded.ok]
+    return Split(decoded.source, items.labels[decoded.ok], files), decoded.skipped
+
+
+def _take(split: Split, idx: np.ndarray) -> Split:
+    return Split(split.source.subset(idx), split.labels[idx], [split.files[i] for i in idx])
+
+
+def load_folder(
+    train_dir: str | os.PathLike,
+    px: int,
+    valid_pct: float = 0.2,
+    valid_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    seed: int = 42,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    reporter: Reporter = SILENT,
+) -> DataBundle:
+    """Scan, check and decode a labelled folder; split it (stratified, seeded) unless `valid_dir`."""
+    items = scan_labelled(train_dir)
+    skipped = list(items.skipped)
+    if limit:
+        items = items.subset(limit_per_class(items.labels, limit, seed))
+    train, bad = decode_split(items, px, cache_dir, use_cache, reporter)
+    skipped += bad
+    if valid_dir is None:
+        train_idx, valid_idx = stratified_split(train.labels, valid_pct, seed)
+        train, valid = _take(train, train_idx), _take(train, valid_idx)
+    else:
+        vitems = scan_labelled(valid_dir, classes=items.classes)
+        skipped += vitems.skipped
+        if limit:
+            vitems = vitems.subset(limit_per_class(vitems.labels, limit, seed))
+        valid, bad = decode_split(vitems, px, cache_dir, use_cache, reporter)
+        skipped += bad
+    bundle = DataBundle(items.classes, train, valid, skipped)
+    require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
+    return bundle

@@ -1,0 +1,74 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from germinate.data import cache as cache_mod
+from germinate.data.cache import decode_images
+from germinate.data.folders import scan_labelled
+
+
+def _count_decodes(monkeypatch) -> list:
+    calls = []
+    real = cache_mod.read_image
+
+    def counting(path, px):
+        calls.append(path)
+        return real(path, px)
+
+    monkeypatch.setattr(cache_mod, "read_image", counting)
+    return calls
+
+
+def test_cache_decodes_once_and_matches_direct_decoding(labelled: Path, tmp_path: Path, monkeypatch):
+    files = scan_labelled(labelled).files
+    calls = _count_decodes(monkeypatch)
+    first = decode_images(files, 24, tmp_path / "c", workers=1)
+    assert len(calls) == len(files)
+    second = decode_images(files, 24, tmp_path / "c", workers=1)
+    assert len(calls) == len(files)  # nothing decoded again
+    direct = decode_images(files, 24, use_cache=False, workers=1)
+    for i in range(len(files)):
+        assert np.array_equal(first.source.get(i).numpy(), second.source.get(i).numpy())
+        assert np.array_equal(first.source.get(i).numpy(), direct.source.get(i).numpy())
+
+
+def test_changed_file_is_decoded_again(labelled: Path, tmp_path: Path, monkeypatch):
+    files = scan_labelled(labelled).files
+    decode_images(files, 24, tmp_path / "c", workers=1)
+    Image.new("RGB", (30, 30), (0, 0, 0)).save(files[0])
+    os.utime(files[0], ns=(1, 1))  # a different modification time
+    calls = _count_decodes(monkeypatch)
+    again = decode_images(files, 24, tmp_path / "c", workers=1)
+    assert [Path(c) for c in calls] == [files[0].resolve()]
+    assert again.source.get(0).max() == 0
+
+
+def test_unreadable_entries_are_remembered_and_skipped(labelled: Path, tmp_path: Path):
+    bad = labelled / "Red leaf" / "bad.png"
+    bad.write_bytes(b"nope")
+    files = scan_labelled(labelled).files
+    result = decode_images(files, 24, tmp_path / "c", workers=1)
+    assert [Path(s.path).name for s in result.skipped] == ["bad.png"]
+    assert len(result.ok) == len(files) - 1 and len(result.source) == len(files) - 1
+
+
+def test_parallel_build_equals_serial(labelled: Path, tmp_path: Path):
+    files = scan_labelled(labelled).files
+    serial = decode_images(files, 20, tmp_path / "a", workers=1)
+    parallel = decode_images(files, 20, tmp_path / "b", workers=2)
+    assert all(np.array_equal(serial.source.get(i), parallel.source.get(i)) for i in range(len(files)))
+
+
+def test_torn_tail_from_a_killed_writer_is_dropped(labelled: Path, tmp_path: Path):
+    files = scan_labelled(labelled).files
+    decode_images(files[:5], 16, tmp_path / "c", workers=1)
+    data = tmp_path / "c" / "v1" / "px16" / "images.u8"
+    with open(data, "ab") as f:
+        f.write(b"\x07" * 100)  # half a row, as if killed mid-append
+    result = decode_images(files, 16, tmp_path / "c", workers=1)
+    assert data.stat().st_size == len(files) * 16 * 16 * 3
+    direct = decode_images(files, 16, use_cache=False, workers=1)
+    assert all(np.array_equal(result.source.get(i), direct.source.get(i)) for i in range(len(files)))
