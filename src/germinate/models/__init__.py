@@ -1,0 +1,1 @@
+"""Models: backbones, their pretrained weights, and the classifier head."""

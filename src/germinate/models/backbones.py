@@ -1,0 +1,145 @@
+"""The registry of architectures: how to build each, where its weights come from, how it splits
+into layer groups (early body, late body; the head is the third), and the input normalisation
+its pretrained weights expect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from germinate.errors import GerminateError
+from germinate.models import weights as W
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# The efficientnet-lite weights were trained TF-style: inputs scaled to [-1, 1].
+TF_MEAN, TF_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+@dataclass
+class Backbone:
+    """A feature extractor (image -> feature map) split into two layer groups, plus its normalisation."""
+
+    arch: str
+    body: nn.Module
+    num_features: int
+    groups: list[list[nn.Parameter]]  # [early body, late body]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class TimmBody(nn.Module):
+    """A timm model without its classifier, returning the last feature map."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        model.reset_classifier(0, "")
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _params(*modules: nn.Module) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters()]
+
+
+def _resnet_groups(m: nn.Module) -> list[list[nn.Parameter]]:
+    return [_params(m.conv1, m.bn1, m.layer1, m.layer2), _params(m.layer3, m.layer4)]
+
+
+def _efficientnet_groups(m: nn.Module) -> list[list[nn.Parameter]]:
+    half = len(m.blocks) // 2
+    return [_params(m.conv_stem, m.bn1, *m.blocks[:half]), _params(*m.blocks[half:], m.conv_head, m.bn2)]
+
+
+def _depth_groups(m: nn.Module) -> list[list[nn.Parameter]]:
+    """Fallback for any architecture: the first half of its parameter tensors, then the rest."""
+    params = [p for n, p in m.named_parameters() if not n.startswith(("fc.", "classifier.", "head."))]
+    half = len(params) // 2
+    return [params[:half], params[half:]]
+
+
+def _timm_groups(m: nn.Module) -> list[list[nn.Parameter]]:
+    if all(hasattr(m, a) for a in ("conv_stem", "blocks", "conv_head", "bn2")):
+        return _efficientnet_groups(m)
+    if all(hasattr(m, a) for a in ("conv1", "bn1", "layer1", "layer4")):
+        return _resnet_groups(m)
+    return _depth_groups(m)
+
+
+def _lite(arch: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    model = timm.create_model(arch, pretrained=False)
+    if pretrained:
+        path = W.lite_weights_path(arch)
+        W.load_by_order(model, torch.load(path, map_location="cpu", weights_only=True), f"{path.name} ({arch})")
+    return model
+
+
+def _torchvision(arch: str, pretrained: bool) -> nn.Module:
+    import torchvision
+
+    model = torchvision.models.get_model(arch, weights=None)
+    if pretrained:
+        model.load_state_dict(W.torchvision_state(arch))
+    return model
+
+
+def _timm(arch: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    return W.timm_pretrained(arch) if pretrained else timm.create_model(arch, pretrained=False)
+
+
+def _timm_norm(model: nn.Module) -> tuple[tuple, tuple]:
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+
+
+# name -> (builder(arch, pretrained), normalisation): a plain dict; timm names are accepted too.
+REGISTRY: dict[str, tuple[Callable[[str, bool], nn.Module], tuple | None]] = {
+    **{a: (_lite, (TF_MEAN, TF_STD)) for a in W.LITE_PACKAGES},
+    **{a: (_torchvision, (IMAGENET_MEAN, IMAGENET_STD)) for a in TORCHVISION_RESNETS},
+}
+OFFLINE_ARCHS = tuple(W.LITE_PACKAGES)
+
+
+def check_arch(arch: str) -> str:
+    """Return `arch` if germinate can build it, else a GerminateError listing valid names."""
+    import timm
+
+    if arch in REGISTRY or timm.is_model(arch):
+        return arch
+    raise GerminateError(f"Invalid arch {arch!r}; valid: {', '.join(REGISTRY)}, or any timm model name")
+
+
+def create_imagenet_model(arch: str, pretrained: bool = True, weights_file: str | None = None) -> nn.Module:
+    """The whole ImageNet classifier for `arch` (1000 classes), with its pretrained weights."""
+    check_arch(arch)
+    builder = REGISTRY[arch][0] if arch in REGISTRY else _timm
+    model = builder(arch, pretrained and weights_file is None)
+    if weights_file is not None:
+        W.load_weights_file(model, weights_file, arch)
+    return model
+
+
+def create_backbone(arch: str, pretrained: bool = True, weights_file: str | None = None) -> Backbone:
+    """Build `arch`, load its weights, drop its classifier and split it into layer groups."""
+    model = create_imagenet_model(arch, pretrained, weights_file)
+    if arch in TORCHVISION_RESNETS:
+        groups = _resnet_groups(model)
+        num_features = model.fc.in_features
+        body = nn.Sequential(*list(model.children())[:-2])  # everything before avgpool and fc
+        mean, std = REGISTRY[arch][1]
+    else:
+        groups = _timm_groups(model)
+        num_features = model.num_features
+        mean, std = REGISTRY[arch][1] if arch in REGISTRY else _timm_norm(model)
+        body = TimmBody(model)
+    return Backbone(arch, body, num_features, groups, mean, std)

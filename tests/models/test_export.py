@@ -1,0 +1,67 @@
+"""Export then load: identical predictions, nothing unpickled, tampering refused."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from germinate.errors import GerminateError
+from germinate.models.export import ModelInfo, export_model, load_model
+from germinate.models.network import create_network
+
+
+def _export(tmp_path: Path, arch: str = "efficientnet_lite0", n: int = 4) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    net = create_network(arch, n, pretrained=False).eval()
+    info = ModelInfo(arch, [f"c{i}" for i in range(n)], 32, 40, [0.5] * 3, [0.5] * 3, "top-down")
+    export_model(net, tmp_path, info)
+    return net, tmp_path
+
+
+def test_export_then_load_gives_identical_predictions(tmp_path: Path):
+    net, folder = _export(tmp_path)
+    loaded, info = load_model(folder)
+    x = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(net(x), loaded(x))
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["classes"] == ["c0", "c1", "c2", "c3"] and meta["arch"] == "efficientnet_lite0"
+    assert meta["size"] == 32 and meta["mean"] == [0.5] * 3 and meta["germinate_version"]
+
+
+def test_tampered_weights_are_refused(tmp_path: Path):
+    _, folder = _export(tmp_path)
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(GerminateError, match="checksum"):
+        load_model(folder)
+
+
+def test_truncated_weights_are_refused(tmp_path: Path):
+    _, folder = _export(tmp_path)
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    info = json.loads((folder / "model.json").read_text())
+    info["files"] = {}  # even without a checksum to compare, the file itself is refused
+    (folder / "model.json").write_text(json.dumps(info))
+    with pytest.raises(GerminateError, match="not a readable safetensors file"):
+        load_model(folder)
+
+
+def test_weights_of_another_architecture_or_class_count_name_both(tmp_path: Path):
+    _, a = _export(tmp_path / "a", "efficientnet_lite0", 4)
+    _, b = _export(tmp_path / "b", "resnet18", 7)
+    shutil.copy(b / "model.safetensors", a / "model.safetensors")
+    info = json.loads((a / "model.json").read_text())
+    info["files"] = {}
+    (a / "model.json").write_text(json.dumps(info))
+    with pytest.raises(GerminateError, match="resnet18 with 7 classes.*efficientnet_lite0 with 4 classes"):
+        load_model(a)
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(GerminateError, match="no exported model"):
+        load_model(tmp_path)

@@ -1,0 +1,102 @@
+"""The offline weights are real ImageNet weights, mapped correctly; heads are replaced."""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from germinate.errors import GerminateError
+from germinate.models.backbones import check_arch, create_backbone, create_imagenet_model
+from germinate.models.head import ConcatPool
+from germinate.models.network import create_network
+from germinate.models.weights import load_by_order, load_weights_file
+
+
+def _chelsea(size: int = 224) -> torch.Tensor:
+    skimage = pytest.importorskip("skimage")
+    from PIL import Image
+
+    img = Image.fromarray(skimage.data.chelsea()).resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float()
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0"])
+def test_offline_weights_classify_a_cat_photo(arch: str):
+    model = create_imagenet_model(arch).eval()
+    x = (_chelsea() / 255 - 0.5) / 0.5  # the lite weights expect TF-style [-1, 1] inputs
+    with torch.no_grad():
+        top = model(x).softmax(1)[0].topk(3)
+    assert 281 <= int(top.indices[0]) <= 285  # ImageNet's cat classes (tabby .. Egyptian cat)
+    assert float(top.values[:3].sum()) > 0.5
+
+
+def test_the_packaged_file_maps_tensor_by_tensor():
+    import timm
+    from germinate.models.weights import lite_weights_path
+
+    state = torch.load(lite_weights_path("efficientnet_lite0"), map_location="cpu", weights_only=True)
+    model = create_imagenet_model("efficientnet_lite0")
+    assert len(state) == len(model.state_dict()) == 296
+    for (k_src, v_src), (k_dst, v_dst) in zip(state.items(), model.state_dict().items()):
+        assert torch.equal(v_src, v_dst), (k_src, k_dst)
+
+
+def test_load_by_order_fails_loudly_on_a_mismatch():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    good = OrderedDict((f"x{i}", torch.zeros_like(v)) for i, v in enumerate(model.state_dict().values()))
+    load_by_order(model, good, "test")
+    bad = OrderedDict(good)
+    bad["x0"] = torch.zeros(5, 3)
+    with pytest.raises(GerminateError, match=r"x0 \(5, 3\) does not fit 0.weight \(4, 3\)"):
+        load_by_order(model, bad, "test")
+    short = OrderedDict(list(good.items())[:3])
+    with pytest.raises(GerminateError, match="has 3 tensors but"):
+        load_by_order(model, short, "test")
+
+
+def test_weights_file_for_another_architecture_names_both(tmp_path):
+    from safetensors.torch import save_file
+
+    other = create_imagenet_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
+    target = create_imagenet_model("efficientnet_lite0", pretrained=False)
+    with pytest.raises(GerminateError, match="resnet18.safetensors.*efficientnet_lite0"):
+        load_weights_file(target, path, "efficientnet_lite0")
+
+
+def test_head_replacement():
+    net = create_network("efficientnet_lite0", n_classes=12, pretrained=False)
+    assert isinstance(net.pool, ConcatPool)
+    assert net.head[0].num_features == 2 * 1280  # avg + max pooled features
+    assert net.head[-1].out_features == 12
+    assert not any(isinstance(m, nn.Linear) and m.out_features == 1000 for m in net.modules())
+    out = net.eval()(torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8))
+    assert out.shape == (2, 12)
+
+
+def test_three_layer_groups_cover_every_parameter_once():
+    for arch in ("efficientnet_lite0", "resnet18", "mobilenetv3_small_050"):
+        net = create_network(arch, 5, pretrained=False)
+        ids = [id(p) for g in net.layer_groups for p in g]
+        assert len(net.layer_groups) == 3 and all(net.layer_groups)
+        assert sorted(ids) == sorted(id(p) for p in net.parameters())
+
+
+def test_unknown_arch_lists_valid_ones():
+    with pytest.raises(GerminateError, match="Invalid arch 'resnet9000'; valid: efficientnet_lite0"):
+        check_arch("resnet9000")
+
+
+def test_missing_offline_weights_explain_how_to_provide_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, and no network here
+    import torchvision
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(GerminateError, match="resnet50 offline: put https://.*resnet50.*--weights FILE"):
+        create_backbone("resnet50")
