@@ -1,0 +1,1 @@
+"""Training: schedules, the LR range test, and the learner that runs stages."""

@@ -1,0 +1,53 @@
+"""Resumable checkpoints: plain tensors and Python values only, so they load with weights_only=True."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from germinate.errors import GerminateError
+from germinate.utils import atomic_path
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state, in weights-only-safe types."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what rng_state() captured."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with weights_only=True (no code is ever unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GerminateError(f"no checkpoint at {path}: nothing to resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise GerminateError(f"checkpoint {path} cannot be read (truncated or not a germinate checkpoint): {str(e).splitlines()[0][:120]}") from e

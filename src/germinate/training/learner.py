@@ -1,0 +1,488 @@
+"""The learner: a network, its data and an optimizer, with a fit loop that reads top to bottom.
+
+Stages are run with `fit_stage`; `freeze`/`freeze_to`/`unfreeze` choose which layer groups
+train; `lr_find` runs the LR range test and leaves no trace; with the body frozen, the head can
+train on precomputed body features (`precompute`), which is many times faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from germinate.config import TrainConfig
+from germinate.data.augment import AugmentConfig, eval_transform, train_transform
+from germinate.data.bundle import DataBundle, Split
+from germinate.data.loaders import EpochBatches, ImageDataset, make_loader
+from germinate.errors import GerminateError, TrainingInterrupted
+from germinate.evaluate import metrics as M
+from germinate.models.export import save_weights
+from germinate.models.network import Network
+from germinate.run import RunFolder
+from germinate.training import checkpoint as ckpt
+from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
+from germinate.training.schedule import Schedule, differential_lrs, sgdr_epochs
+from germinate.ui import SILENT, Reporter
+from germinate.utils import bf16_is_fast, derive_seed, resolve_device
+
+METRIC_FIELDS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "f1_micro", "f1_macro"]
+LR_FIELDS = ["step", "epoch", "stage", "lr_group0", "lr_group1", "lr_group2"]
+
+
+@dataclass
+class Stage:
+    """One stage of training: which groups train, the LR schedule's shape and each group's peak."""
+
+    name: str
+    frozen: bool
+    schedule: str = "cosine"
+    epochs: int = 1
+    cycles: int = 1
+    cycle_len: int = 1
+    cycle_mult: int = 1
+    warmup_pct: float = 0.0
+    lrs: list[float] | None = None  # None: chosen by the LR range test when the stage starts
+    precompute: bool = False
+
+    def n_epochs(self) -> int:
+        """Epochs in the stage (for SGDR, from its cycles)."""
+        if self.schedule == "sgdr":
+            return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
+        return self.epochs
+
+    def make_schedule(self, steps_per_epoch: int) -> Schedule:
+        """The schedule object for this stage at `steps_per_epoch`."""
+        epochs = self.n_epochs()
+        return Schedule(
+            self.schedule, steps_per_epoch, epochs, self.cycles, self.cycle_len, self.cycle_mult,
+            warmup_steps=int(self.warmup_pct * epochs * steps_per_epoch),
+        )
+
+
+@dataclass
+class Position:
+    """Where training is: stage index, epoch in the stage, next batch in the epoch."""
+
+    stage: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+
+@dataclass
+class _EpochStats:
+    loss_sum: float = 0.0
+    count: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Learner:
+    """Trains a Network on a DataBundle as a TrainConfig says; notebook-friendly."""
+
+    def __init__(self, net: Network, data: DataBundle, cfg: TrainConfig, run: RunFolder | None = None, reporter: Reporter = SILENT):
+        self.cfg, self.data, self.run, self.reporter = cfg, data, run, reporter
+        self.device = resolve_device(cfg.device)
+        self.net = net.to(self.device)
+        if cfg.channels_last != "off":
+            self.net.use_channels_last()
+        self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
+        self.aug = AugmentConfig(cfg.size, cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.opt = self._make_optimizer()
+        self.plan: list[Stage] = []
+        self.pos = Position()
+        self.history: list[dict[str, Any]] = []
+        self.lr_log: list[dict[str, Any]] = []
+        self.lr_finds: dict[str, LRFindResult] = {}
+        self.best_f1 = -1.0
+        self.frozen_groups = 0
+        self.stop_requested = False
+        self._epoch = _EpochStats()
+        self._features: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._loaders: dict[str, Any] = {}
+
+    # ---- layer groups -------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        groups = [{"params": g} for g in self.net.layer_groups]
+        if self.cfg.opt == "sgd":
+            return torch.optim.SGD(groups, lr=1e-3, momentum=self.cfg.momentum, weight_decay=self.cfg.wd, nesterov=True)
+        return torch.optim.AdamW(groups, lr=1e-3, betas=(self.cfg.momentum, 0.99), weight_decay=self.cfg.wd)
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the first `n` layer groups; their normalisation layers keep training."""
+        self.frozen_groups = n
+        for g, params in enumerate(self.net.layer_groups):
+            for p in params:
+                p.requires_grad_(g >= n or id(p) in self.net.norm_params)
+
+    def freeze(self) -> None:
+        """Train the head only (the body's batchnorm layers still train)."""
+        self.freeze_to(len(self.net.layer_groups) - 1)
+
+    def unfreeze(self) -> None:
+        """Train every layer group."""
+        self.freeze_to(0)
+
+    @property
+    def is_frozen(self) -> bool:
+        """True when the whole body is frozen."""
+        return self.frozen_groups >= len(self.net.layer_groups) - 1
+
+    def _set_lrs(self, lrs: list[float], momentum: float | None = None) -> None:
+        for group, lr in zip(self.opt.param_groups, lrs):
+            group["lr"] = lr
+            if momentum is not None:
+                if "betas" in group:
+                    group["betas"] = (momentum, group["betas"][1])
+                else:
+                    group["momentum"] = momentum
+
+    # ---- batches --------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def _loader(self, split: str) -> tuple[Any, EpochBatches]:
+        """One persistent loader per split; the batch sampler picks each epoch's order."""
+        if split not in self._loaders:
+            part: Split = getattr(self.data, split)
+            tf = train_transform(self.aug) if split == "train" else eval_transform(self.cfg.size)
+            batches = EpochBatches(len(part), self.cfg.bs, self.cfg.seed, shuffle=split == "train")
+            ds = ImageDataset(part.source, part.labels, tf)
+            self._loaders[split] = (make_loader(ds, batches, self.cfg.workers, self.device), batches)
+        return self._loaders[split]
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _train_batches(self, key: tuple, start: int, precompute: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches of one epoch from batch `start`: images, or precomputed features."""
+        if precompute:
+            feats, _ = self._precomputed()
+            copy_idx = key[-1] % feats.shape[0] if isinstance(key[-1], int) else 0  # epoch e: copy e % K
+            batches = EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed)
+            batches.set_epoch(key)
+            labels = torch.as_tensor(self.data.train.labels, device=self.device)
+            for idx in batches.batches()[start:]:
+                idx_t = torch.as_tensor(idx, device=self.device)
+                yield feats[copy_idx][idx_t], labels[idx_t]
+            return
+        loader, batches = self._loader("train")
+        batches.set_epoch(key, start)
+        for x, y in loader:
+            yield self._to_device(x, y)
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch."""
+        return len(EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed))
+
+    # ---- precomputed activations ----------------------------------------------------------------
+    @torch.no_grad()
+    def recalibrate_bn(self, max_images: int = 1024) -> None:
+        """Re-estimate the body's batchnorm statistics on (augmented) training images.
+
+        The pretrained running statistics describe ImageNet, not these photos: features computed
+        with them differ from what the same body produces in training mode, so a head trained on
+        them starts the unfrozen stage on the wrong foot (AdaBN: Li et al., 2016).
+        """
+        bns = [m for m in self.net.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over every batch seen
+        self.net.train()
+        n = min(max_images, len(self.data.train))
+        train = self.data.train
+        ds = ImageDataset(train.source, train.labels, train_transform(self.aug))
+        items = [(i, derive_seed(self.cfg.seed, "bn", i)) for i in range(n)]
+        batches = [items[i : i + self.cfg.bs] for i in range(0, n - n % self.cfg.bs or n, self.cfg.bs)]
+        loader = make_loader(ds, batches, self.cfg.workers, self.device, persistent=False)
+        with self.reporter.progress("recalibrating batchnorm", len(batches)) as advance:
+            for x, _ in loader:
+                with self._autocast():
+                    self.net.body(self.net.normalize(x.to(self.device)))
+                advance()
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+
+    def _precomputed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled body features of K augmented copies of the training set, and of the validation
+        set; computed once per frozen body (the body is in eval mode: it does not change)."""
+        if self._features is None:
+            k = self.cfg.precompute_augs
+            train = self.data.train
+            tf = train_transform(self.aug)
+            ds = ImageDataset(train.source, train.labels, tf)
+            copies = []
+            for c in range(k):
+                items = [(i, derive_seed(self.cfg.seed, "precompute", c, i)) for i in range(len(train))]
+                copies.append(self._features_of(ds, items, f"precomputing features {c + 1}/{k}"))
+            vds = ImageDataset(self.data.valid.source, self.data.valid.labels, eval_transform(self.cfg.size))
+            valid = self._features_of(vds, [(i, None) for i in range(len(self.data.valid))], "precomputing validation features")
+            self._features = (torch.stack(copies), valid)
+        return self._features
+
+    @torch.no_grad()
+    def _features_of(self, ds: ImageDataset, items: list, what: str) -> torch.Tensor:
+        self.net.eval()
+        batches = [items[i : i + self.cfg.bs * 2] for i in range(0, len(items), self.cfg.bs * 2)]
+        loader = make_loader(ds, batches, self.cfg.workers, self.device, persistent=False)
+        out = []
+        with self.reporter.progress(what, len(batches)) as advance:
+            for x, _ in loader:
+                with self._autocast():
+                    out.append(self.net.features(x.to(self.device, non_blocking=True)).float())
+                advance()
+        return torch.cat(out)
+
+    # ---- one step, one epoch, one stage -----------------------------------------------------
+    def _forward(self, x: torch.Tensor, precompute: bool) -> torch.Tensor:
+        return self.net.head(x) if precompute else self.net(x)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
+        with self._autocast():
+            out = self._forward(x, precompute)
+        loss = self.loss_fn(out.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def _set_mode(self, precompute: bool) -> None:
+        self.net.train()
+        if precompute:
+            self.net.body.eval()  # features were computed in eval mode; keep it that way
+
+    def _train_epoch(self, stage: Stage, sched: Schedule, epoch: int) -> float:
+        spe = sched.steps_per_epoch
+        key = (self.pos.stage, epoch)
+        if self.pos.batch == 0:
+            self._epoch = _EpochStats()
+        self._set_mode(stage.precompute)
+        with self.reporter.progress(f"{stage.name} {epoch + 1}/{stage.n_epochs()}", spe - self.pos.batch) as advance:
+            for b, (x, y) in enumerate(self._train_batches(key, self.pos.batch, stage.precompute), start=self.pos.batch):
+                step = epoch * spe + b
+                lrs = [p * sched.lr_mult(step) for p in stage.lrs]
+                self._set_lrs(lrs, sched.momentum(step))
+                loss = self._step(x, y, stage.precompute)
+                if not math.isfinite(loss):
+                    raise GerminateError(
+                        f"the training loss became {loss} in {stage.name} epoch {epoch + 1}: the LR is too high "
+                        f"({lrs[-1]:.2e}); try a lower --lr"
+                    )
+                self._epoch.loss_sum += loss
+                self._epoch.count += 1
+                self.lr_log.append({"step": len(self.lr_log), "epoch": epoch + 1, "stage": stage.name,
+                                    **{f"lr_group{g}": f"{pg['lr']:.6g}" for g, pg in enumerate(self.opt.param_groups)}})
+                self.pos.batch = b + 1
+                advance(loss=f"{self._epoch.loss_sum / self._epoch.count:.3f}")
+                if self.stop_requested:
+                    self.save_checkpoint()
+                    raise TrainingInterrupted(str(self.run.path if self.run else "."))
+        return self._epoch.loss_sum / max(self._epoch.count, 1)
+
+    def fit_stage(self, stage: Stage) -> None:
+        """Run `stage` from the current position to its end (validating after every epoch)."""
+        if stage.lrs is None:
+            raise GerminateError(f"stage {stage.name} has no learning rates")
+        self.freeze() if stage.frozen else self.unfreeze()
+        sched = stage.make_schedule(self.steps_per_epoch())
+        # Cycle ends before the last: the last is the final model itself.
+        cycle_ends = {end // sched.steps_per_epoch for _, end in sched.cycle_bounds()[:-1]}
+        for epoch in range(self.pos.epoch, stage.n_epochs()):
+            self.pos.epoch = epoch
+            train_loss = self._train_epoch(stage, sched, epoch)
+            seconds = time.perf_counter() - self._epoch.started
+            row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss, **self._validate(stage.precompute)}
+            self.history.append({**row, "seconds": seconds})
+            self.pos.epoch, self.pos.batch = epoch + 1, 0
+            self._epoch = _EpochStats()
+            self._after_epoch(row, seconds, snapshot=not stage.frozen and epoch + 1 in cycle_ends)
+        if not stage.precompute:
+            self._features = None  # the body (or its batchnorm statistics) changed
+        self.pos = Position(self.pos.stage + 1)
+
+    def _after_epoch(self, row: dict, seconds: float, snapshot: bool) -> None:
+        self.reporter.epoch_row(row, seconds)
+        if self.run is None:
+            return
+        if row["f1_micro"] > self.best_f1:
+            self.best_f1 = row["f1_micro"]
+            save_weights(self.net, self.run.best, len(self.data.classes))
+        if snapshot and self.cfg.snapshot_ensemble:
+            save_weights(self.net, self.run / f"snapshot-{len(self.history)}.safetensors", len(self.data.classes))
+        self.write_logs()
+        self.save_checkpoint()
+
+    # ---- validation and prediction --------------------------------------------------------------
+    @torch.no_grad()
+    def _valid_logits(self, precompute: bool) -> torch.Tensor:
+        self.net.eval()
+        if precompute:
+            return self.net.head(self._precomputed()[1]).float()
+        loader, batches = self._loader("valid")
+        batches.set_epoch(())
+        out = []
+        for x, _ in loader:
+            with self._autocast():
+                out.append(self.net(x.to(self.device, non_blocking=True)).float())
+        return torch.cat(out)
+
+    def _validate(self, precompute: bool = False) -> dict[str, float]:
+        probs = self._valid_logits(precompute).softmax(1).cpu().numpy()
+        labels = self.data.valid.labels
+        return {"valid_loss": float(M.cross_entropy(probs, labels).mean()), **M.summary(labels, probs.argmax(1), len(self.data.classes))}
+
+    def validate(self) -> dict[str, float]:
+        """Validation loss, accuracy, micro- and macro-F1 of the current model."""
+        return self._validate(False)
+
+    # ---- the LR range test -------------------------------------------------------------------------
+    def lr_find(self, start: float = 1e-7, end: float = 10.0, steps: int = 100, stop_div: float = 4.0, suggest: str = "valley") -> LRFindResult:
+        """Run the LR range test on the current freeze state and restore everything afterwards.
+
+        Every group gets the same LR during the test (as in fastai): the suggestion is an LR at
+        which the network as it stands learns well. Uses precomputed features when the body is
+        frozen and precompute is enabled.
+        """
+        lrs = exp_lrs(start, end, steps)
+        precompute = self.is_frozen and self.precompute_enabled()
+        if precompute:
+            self._precomputed()  # outside the timed test, and kept for the stage that follows
+        saved = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), ckpt.rng_state())
+        batches = self._endless_batches(precompute)
+        self._set_mode(precompute)
+        try:
+            with self.reporter.progress("LR range test", steps) as advance:
+                def step(lr: float) -> float:
+                    self._set_lrs([lr] * len(self.opt.param_groups))
+                    x, y = next(batches)
+                    loss = self._step(x, y, precompute)
+                    advance(lr=f"{lr:.1e}", loss=f"{loss:.3f}")
+                    return loss
+
+                losses = run_range_test(step, lrs, stop_div)
+        finally:
+            self.net.load_state_dict(saved[0])
+            self.opt.load_state_dict(saved[1])
+            ckpt.set_rng_state(saved[2])
+        return LRFindResult.from_curve(lrs, np.asarray(losses), suggest)
+
+    def _endless_batches(self, precompute: bool) -> Iterator:
+        for i in range(1_000_000):
+            yield from self._train_batches(("lr_find", i), 0, precompute)
+
+    def precompute_enabled(self) -> bool:
+        """Whether a frozen stage trains the head on precomputed features (auto: yes)."""
+        return self.cfg.precompute in ("auto", "on")
+
+    # ---- notebook-style fitting ------------------------------------------------------------------
+    def fit(self, epochs: int, lr: float | list[float], schedule: str = "cosine", **kw: Any) -> None:
+        """Train `epochs` epochs at peak `lr` (one value, or one per group) in the current freeze state."""
+        self._fit_adhoc(Stage("fit", self.is_frozen, schedule, epochs, lrs=self._peaks(lr), **kw))
+
+    def fit_sgdr(self, cycles: int, lr: float | list[float], cycle_len: int = 1, cycle_mult: int = 1) -> None:
+        """SGDR: `cycles` cosine cycles, the first `cycle_len` epochs, each next `cycle_mult` times longer."""
+        self._fit_adhoc(Stage("fit", self.is_frozen, "sgdr", cycles=cycles, cycle_len=cycle_len, cycle_mult=cycle_mult, lrs=self._peaks(lr)))
+
+    def fit_one_cycle(self, epochs: int, lr: float | list[float]) -> None:
+        """One cycle: warm up to `lr`, then anneal, momentum moving the other way."""
+        self._fit_adhoc(Stage("fit", self.is_frozen, "onecycle", epochs, lrs=self._peaks(lr)))
+
+    def _peaks(self, lr: float | list[float]) -> list[float]:
+        if isinstance(lr, (list, tuple)):
+            return [float(x) for x in lr]
+        return [float(lr)] * 3 if self.is_frozen else differential_lrs(float(lr), self.cfg.lr_ratio)
+
+    def _fit_adhoc(self, stage: Stage) -> None:
+        stage.precompute = stage.frozen and self.precompute_enabled()
+        frozen = self.frozen_groups
+        self.plan.append(stage)
+        self.pos = Position(len(self.plan) - 1)
+        self.fit_stage(stage)
+        self.freeze_to(frozen)
+
+    # ---- checkpoints and logs ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly from here (weights-only-safe types)."""
+        return {
+            "format": "germinate-checkpoint",
+            "arch": self.net.arch,
+            "classes": list(self.data.classes),
+            "model": self.net.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "plan": [asdict(s) for s in self.plan],
+            "position": asdict(self.pos),
+            "epoch_stats": [self._epoch.loss_sum, self._epoch.count],
+            "history": self.history,
+            "lr_log": self.lr_log,
+            "best_f1": self.best_f1,
+            "rng": ckpt.rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by state_dict()."""
+        if state.get("format") != "germinate-checkpoint":
+            raise GerminateError("not a germinate checkpoint")
+        if state["arch"] != self.net.arch or list(state["classes"]) != list(self.data.classes):
+            raise GerminateError(
+                f"checkpoint is for {state['arch']} with {len(state['classes'])} classes, "
+                f"this run is {self.net.arch} with {len(self.data.classes)} classes"
+            )
+        from germinate.models.export import load_state_checked
+
+        load_state_checked(self.net, state["model"], "checkpoint")
+        self.opt.load_state_dict(state["optimizer"])
+        self.plan = [Stage(**s) for s in state["plan"]]
+        self.pos = Position(**state["position"])
+        self._epoch = _EpochStats(*state["epoch_stats"])
+        self.history, self.lr_log, self.best_f1 = list(state["history"]), list(state["lr_log"]), state["best_f1"]
+        ckpt.set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        """Write the resumable checkpoint (and the logs) into the run folder."""
+        if self.run is not None:
+            ckpt.save_checkpoint(self.state_dict(), self.run.checkpoint)
+            self.write_logs()
+
+    def write_logs(self) -> None:
+        """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
+        if self.run is None:
+            return
+        fmt = [{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in h.items()} for h in self.history]
+        self.run.write_csv("metrics.csv", fmt, METRIC_FIELDS)
+        self.run.write_csv("timings.csv", fmt, ["stage", "epoch", "seconds"])
+        self.run.write_csv("lrs.csv", self.lr_log, LR_FIELDS)
+
+
+@contextlib.contextmanager
+def graceful_interrupts(learner: Learner) -> Iterator[None]:
+    """Ctrl-C or SIGTERM asks the learner to stop after the current step and checkpoint;
+    a second Ctrl-C stops at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if learner.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        learner.stop_requested = True
+        learner.reporter.warn("stopping after this step (checkpointing)...")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,191 @@
+"""The LR range test (Smith, 2015): raise the LR exponentially over mini-batches, record the
+loss, and suggest an LR a little below where the loss is lowest.
+
+The suggestion rules are pure functions of (lrs, losses). `suggest` first cuts the curve at
+its first non-finite loss, smooths it without lag, and drops the first tenth (where the loss is
+still settling), so that NaN tails and early spikes never break a rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from germinate.errors import GerminateError
+from germinate.utils import atomic_path
+
+MIN_POINTS = 5  # fewer usable points than this cannot show a valley
+
+
+class LRFindError(GerminateError):
+    """The range test produced a curve no LR can be read from (too short, flat or all NaN)."""
+
+
+def exp_lrs(start: float, end: float, steps: int) -> np.ndarray:
+    """`steps` learning rates from `start` to `end`, evenly spaced on a log scale."""
+    if not 0 < start < end:
+        raise GerminateError(f"the LR range needs 0 < start < end, got {start} .. {end}")
+    if steps < 2:
+        raise GerminateError(f"the LR range test needs at least 2 steps, got {steps}")
+    return np.geomspace(start, end, steps)
+
+
+def smooth(losses: np.ndarray, beta: float = 0.98) -> np.ndarray:
+    """Exponential moving average with bias correction (the first values are not pulled to 0)."""
+    out, avg = np.empty(len(losses)), 0.0
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out[i] = avg / (1 - beta ** (i + 1))
+    return out
+
+
+def smooth_centered(losses: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Zero-lag, spike-proof smoothing: a centred running median, then a centred running mean.
+    (A causal EMA lags, moving the minimum to larger LRs; a forward-backward EMA smears the final
+    blow-up and early spikes far into the valley. Here a spike reaches only `window // 2` points.)"""
+    x = np.asarray(losses, float)
+    w = window or max(5, (len(x) // 12) | 1)  # odd; about 9 points for a 100-step test
+    if len(x) < 3:
+        return x.copy()
+    w = min(w, len(x) - (1 - len(x) % 2))
+    pad = w // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad, mode="edge"), w)
+    med = np.median(windows, axis=1)
+    return np.lib.stride_tricks.sliding_window_view(np.pad(med, pad, mode="edge"), w).mean(axis=1)
+
+
+def usable_curve(lrs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the curve the rules read: up to the first non-finite loss, smoothed (zero
+    lag), minus the first tenth. Raises LRFindError when too little is left or it is flat."""
+    lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    stop = bad[0] if len(bad) else len(losses)
+    lrs, sm = lrs[:stop], smooth_centered(losses[:stop])
+    skip = len(sm) // 10
+    lrs, sm = lrs[skip:], sm[skip:]
+    if len(sm) < MIN_POINTS:
+        raise LRFindError(
+            f"the LR range test gave only {len(sm)} usable point(s) (the loss turned NaN/inf or the test "
+            "was too short): use more --steps or a lower --start"
+        )
+    spread = sm.max() - sm.min()
+    if not spread > 1e-3 * max(abs(sm.max()), 1e-12):
+        raise LRFindError("the loss did not change across the LR range (flat curve): widen --start/--end")
+    return lrs, sm
+
+
+def suggest_minimum(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The LR at the lowest loss, divided by 10."""
+    return float(lrs[int(np.argmin(losses))] / 10)
+
+
+def suggest_steepest(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The LR where the loss falls fastest against log(LR), looking only up to the minimum."""
+    end = int(np.argmin(losses)) + 1
+    if end < 2:
+        return float(lrs[0])
+    slope = np.gradient(losses[:end], np.log(lrs[:end]))
+    return float(lrs[int(np.argmin(slope))])
+
+
+def suggest_valley(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The middle (on a log scale) of the valley before the minimum. The valley starts where the
+    loss was last a third of the way down from its highest level to its minimum: late enough
+    that noise on a flat start cannot drag it to tiny LRs, early enough to stay well below the
+    minimum, where the loss is still falling steadily."""
+    low = int(np.argmin(losses))
+    top = float(np.max(losses[: low + 1]))
+    level = losses[low] + (2 / 3) * (top - losses[low])
+    above = np.flatnonzero(losses[: low + 1] >= level)
+    start = int(above[-1]) if len(above) else 0
+    return float(math.exp((math.log(lrs[start]) + math.log(lrs[low])) / 2))
+
+
+SUGGESTERS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "valley": suggest_valley,
+    "minimum": suggest_minimum,
+    "steepest": suggest_steepest,
+}
+
+
+def suggest(lrs: np.ndarray, losses: np.ndarray, method: str = "valley") -> float:
+    """Suggested LR from a raw range-test curve, by rule `method` (valley, minimum, steepest)."""
+    if method not in SUGGESTERS:
+        raise GerminateError(f"Invalid suggestion rule {method!r}; valid: {', '.join(SUGGESTERS)}")
+    return SUGGESTERS[method](*usable_curve(lrs, losses))
+
+
+def run_range_test(
+    step: Callable[[float], float],
+    lrs: np.ndarray,
+    stop_div: float = 4.0,
+    on_step: Callable[[float, float], None] | None = None,
+) -> list[float]:
+    """Call `step(lr)` (one training step at `lr`, returning its loss) for each LR until the
+    smoothed loss passes `stop_div` times its minimum or turns non-finite. Returns the losses."""
+    losses: list[float] = []
+    best, avg = math.inf, 0.0
+    for i, lr in enumerate(lrs):
+        loss = float(step(float(lr)))
+        losses.append(loss)
+        if on_step:
+            on_step(float(lr), loss)
+        if not math.isfinite(loss):
+            break
+        avg = 0.98 * avg + 0.02 * loss
+        smoothed = avg / (1 - 0.98 ** (i + 1))
+        best = min(best, smoothed)
+        if stop_div and i > len(lrs) // 10 and smoothed > stop_div * best:
+            break
+    return losses
+
+
+@dataclass
+class LRFindResult:
+    """A finished range test: the curve, the suggestion and how it was chosen."""
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    method: str = "valley"
+    suggestion: float | None = None
+    error: str | None = None
+    suggestions: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_curve(cls, lrs: np.ndarray, losses: np.ndarray, method: str = "valley") -> "LRFindResult":
+        """Compute every rule's suggestion; keep the curve even when none can be read."""
+        lrs, losses = np.asarray(lrs, float)[: len(losses)], np.asarray(losses, float)
+        result = cls(lrs, losses, method)
+        try:
+            result.suggestions = {name: suggest(lrs, losses, name) for name in SUGGESTERS}
+            result.suggestion = result.suggestions[method]
+        except LRFindError as e:
+            result.error = str(e)
+        return result
+
+    @property
+    def smoothed(self) -> np.ndarray:
+        """The smoothed loss the rules read, at each LR (NaN from the first non-finite loss on)."""
+        out = np.full(len(self.losses), np.nan)
+        bad = np.flatnonzero(~np.isfinite(self.losses))
+        stop = bad[0] if len(bad) else len(self.losses)
+        out[:stop] = smooth_centered(self.losses[:stop])
+        return out
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write `lr,loss,smoothed_loss`."""
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["lr", "loss", "smoothed_loss"])
+            w.writerows((f"{a:.6g}", f"{b:.6g}", f"{c:.6g}") for a, b, c in zip(self.lrs, self.losses, self.smoothed))
+
+    def plot(self, path: str | Path, title: str = "LR range test") -> None:
+        """Loss against LR on a log axis, the suggestion marked."""
+        from germinate.evaluate.plots import plot_lr_find
+
+        plot_lr_find(self, path, title)

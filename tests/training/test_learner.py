@@ -1,0 +1,148 @@
+"""The fit loop on real and synthetic data: learning, freezing, range tests, logs, resume."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from germinate import TrainConfig, create_learner, resume, train
+from germinate.errors import TrainingInterrupted
+from germinate.training.learner import Learner, Stage
+from germinate.training.schedule import Schedule
+
+
+def tiny_cfg(train_dir, **kw) -> TrainConfig:
+    base = dict(train_dir=str(train_dir), size=32, bs=8, freeze_epochs=1, cycles=2, cycle_len=1, cycle_mult=1,
+                precompute_augs=1, quiet=True, seed=5, lr=3e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+def _train_loss(learn: Learner) -> float:
+    learn.net.eval()
+    loader, batches = learn._loader("train")
+    batches.set_epoch(("probe",))
+    losses = []
+    with torch.no_grad():
+        for x, y in loader:
+            losses.append(float(torch.nn.functional.cross_entropy(learn.net(x), y)))
+    return float(np.mean(losses))
+
+
+def test_one_epoch_on_a_tiny_real_subset_lowers_the_loss(data_dir: Path):
+    cfg = tiny_cfg(data_dir / "train", limit_per_class=6, size=48, lr=1e-3)
+    learn = create_learner(cfg)
+    before = _train_loss(learn)
+    learn.unfreeze()
+    learn.fit(1, 1e-3)
+    after = _train_loss(learn)
+    assert after < before - 0.1, (before, after)
+
+
+def test_freeze_keeps_batchnorm_trainable(labelled: Path):
+    learn = create_learner(tiny_cfg(labelled))
+    net = learn.net
+    early, late, head = net.layer_groups
+    learn.freeze()
+    assert all(p.requires_grad for p in head)
+    assert all(p.requires_grad == (id(p) in net.norm_params) for p in early + late)
+    assert any(id(p) in net.norm_params for p in early) and any(id(p) not in net.norm_params for p in early)
+    learn.freeze_to(1)
+    assert all(p.requires_grad for p in late + head)
+    assert not all(p.requires_grad for p in early)
+    learn.unfreeze()
+    assert all(p.requires_grad for p in net.parameters())
+
+
+@pytest.mark.parametrize("unfrozen", [False, True])
+def test_lr_find_leaves_no_trace(labelled: Path, unfrozen: bool):
+    learn = create_learner(tiny_cfg(labelled))
+    learn.unfreeze() if unfrozen else learn.freeze()
+    learn.fit(1, 1e-3)  # so that the optimizer has state to disturb
+    model = {k: v.clone() for k, v in learn.net.state_dict().items()}
+    opt = learn.opt.state_dict()
+    opt_state = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)} for k, v in opt["state"].items()}
+    lrs = [g["lr"] for g in learn.opt.param_groups]
+    rng = torch.get_rng_state().clone()
+    result = learn.lr_find(steps=20)
+    assert len(result.lrs) == len(result.losses) > 0
+    assert all(torch.equal(v, learn.net.state_dict()[k]) for k, v in model.items())
+    after = learn.opt.state_dict()["state"]
+    assert all(torch.equal(t, after[k][n]) for k, v in opt_state.items() for n, t in v.items())
+    assert [g["lr"] for g in learn.opt.param_groups] == lrs
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_lr_find_works_after_training_and_gives_a_suggestion(labelled: Path, tmp_path: Path):
+    learn = create_learner(tiny_cfg(labelled, bs=4))
+    learn.freeze()
+    learn.fit(1, 1e-3)
+    result = learn.lr_find(steps=60)
+    assert result.suggestion is not None and 1e-7 < result.suggestion < 10
+    result.plot(tmp_path / "lr.png")
+    assert (tmp_path / "lr.png").exists()
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_lrs_csv_matches_the_schedule_functions(tiny_run: Path):
+    import json
+
+    plan = json.loads((tiny_run / "config.json").read_text())["plan"]
+    rows = _rows(tiny_run / "lrs.csv")
+    assert list(rows[0]) == ["step", "epoch", "stage", "lr_group0", "lr_group1", "lr_group2"]
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    n_train = cfg["counts"]["train"]
+    spe = n_train // cfg["config"]["bs"]
+    for stage in plan:
+        s = Stage(**stage)
+        sched = s.make_schedule(spe)
+        stage_rows = [r for r in rows if r["stage"] == s.name]
+        assert len(stage_rows) == sched.total_steps
+        for i, r in enumerate(stage_rows):
+            for g in range(3):
+                assert float(r[f"lr_group{g}"]) == pytest.approx(s.lrs[g] * sched.lr_mult(i), rel=1e-5)
+        if s.schedule == "sgdr" and s.cycles > 1:
+            restart = sched.cycle_bounds()[1][0]
+            assert float(stage_rows[restart]["lr_group2"]) == pytest.approx(s.lrs[2], rel=1e-5)
+
+
+def test_same_seed_same_metrics(labelled: Path, tmp_path: Path):
+    train(tiny_cfg(labelled), tmp_path / "a")
+    train(tiny_cfg(labelled), tmp_path / "b")
+    a, b = (tmp_path / "a" / "metrics.csv").read_text(), (tmp_path / "b" / "metrics.csv").read_text()
+    assert a == b and len(a.splitlines()) == 4
+
+
+def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(labelled: Path, tmp_path: Path, monkeypatch):
+    cfg = tiny_cfg(labelled, lr="auto", precompute="off", freeze_epochs=1, cycles=2, cycle_mult=2)
+    train(cfg, tmp_path / "whole")
+
+    calls = {"n": 0}
+    real_step = Learner._step
+
+    def step_then_interrupt(self, x, y, precompute):
+        loss = real_step(self, x, y, precompute)
+        calls["n"] += 1
+        if calls["n"] == 115:  # past both range tests (100 steps each max): mid unfrozen stage
+            self.stop_requested = True
+        return loss
+
+    monkeypatch.setattr(Learner, "_step", step_then_interrupt)
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        train(cfg, tmp_path / "cut")
+    monkeypatch.setattr(Learner, "_step", real_step)
+    assert (tmp_path / "cut" / "checkpoints" / "last.pt").exists()
+    assert not (tmp_path / "cut" / "model.json").exists()
+    resume(tmp_path / "cut")
+    whole = _rows(tmp_path / "whole" / "metrics.csv")
+    cut = _rows(tmp_path / "cut" / "metrics.csv")
+    assert len(whole) == len(cut) == 4
+    for w, c in zip(whole, cut):
+        for k in ("train_loss", "valid_loss", "accuracy"):
+            assert float(w[k]) == pytest.approx(float(c[k]), abs=1e-5), (k, w, c)
+    assert (tmp_path / "cut" / "lrs.csv").read_text() == (tmp_path / "whole" / "lrs.csv").read_text()
