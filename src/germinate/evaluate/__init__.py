@@ -1,0 +1,1 @@
+"""Evaluation: metrics, prediction with TTA, plots and the run report."""

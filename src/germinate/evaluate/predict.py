@@ -1,0 +1,104 @@
+"""Inference with test-time augmentation, and submission files.
+
+TTA views are tiny composable functions of a batch: the plain view, then the fixed views the
+flip policy allows (for top-down the other 7 dihedral transforms, for side-on the mirror), then,
+if more are asked for, seeded random training augmentations. Probabilities are averaged over
+views and over snapshot models.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from germinate.data.augment import AugmentConfig, deterministic_views, dihedral, eval_transform, train_transform
+from germinate.data.cache import ImageSource
+from germinate.data.loaders import ImageDataset
+from germinate.models.export import ModelInfo
+from germinate.models.network import Network
+from germinate.ui import SILENT, Reporter
+from germinate.utils import atomic_path, bf16_is_fast, derive_seed
+
+TTA_SEED = 1234
+
+
+@dataclass(frozen=True)
+class View:
+    """One TTA view: a dihedral transform of the plain image, or a seeded random augmentation."""
+
+    dihedral: int | None = 0
+    random: int | None = None
+
+    def describe(self) -> str:
+        """Readable name for logs and reports."""
+        return f"dihedral {self.dihedral}" if self.random is None else f"random {self.random}"
+
+
+def tta_views(flip: str, n: int | None = None) -> list[View]:
+    """The plain view plus `n` more (None: every fixed view the policy allows)."""
+    fixed = [View(k) for k in deterministic_views(flip)]
+    if n is None:
+        return fixed
+    extra = [View(None, r) for r in range(max(0, n + 1 - len(fixed)))]
+    return (fixed + extra)[: n + 1]
+
+
+def _batches(n: int, bs: int) -> list[list[int]]:
+    return [list(range(i, min(i + bs, n))) for i in range(0, n, bs)]
+
+
+@torch.no_grad()
+def predict_views(
+    nets: Sequence[Network],
+    source: ImageSource,
+    info: ModelInfo,
+    views: Sequence[View],
+    bs: int = 64,
+    device: torch.device | str = "cpu",
+    reporter: Reporter = SILENT,
+) -> np.ndarray:
+    """Class probabilities per view, averaged over `nets`: an array (views, images, classes)."""
+    device = torch.device(device)
+    amp = bf16_is_fast(device)
+    plain = ImageDataset(source, np.zeros(len(source), dtype=np.int64), eval_transform(info.size))
+    aug = ImageDataset(source, np.zeros(len(source), dtype=np.int64), train_transform(AugmentConfig(info.size, info.flip)))
+    out = np.zeros((len(views), len(source), len(info.classes)), dtype=np.float32)
+    for net in nets:
+        net.to(device).use_channels_last().eval()
+    batches = _batches(len(source), bs)
+    with reporter.progress(f"predicting ({len(views)} view{'s' * (len(views) > 1)})", len(batches)) as advance:
+        for idx in batches:
+            x = torch.stack([plain[(i, None)][0] for i in idx]).to(device)
+            for v, view in enumerate(views):
+                if view.random is None:
+                    xv = dihedral(x, view.dihedral)
+                else:
+                    xv = torch.stack([aug[(i, derive_seed(TTA_SEED, view.random, i))][0] for i in idx]).to(device)
+                for net in nets:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        logits = net(xv).float()
+                    out[v, idx] += logits.softmax(1).cpu().numpy() / len(nets)
+            advance()
+    return out
+
+
+def write_submission(path: str | Path, files: Sequence[Path], classes: Sequence[str], probs: np.ndarray) -> None:
+    """Kaggle's format: `file,species`, one row per image, names exactly as on disk."""
+    preds = probs.argmax(1)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["file", "species"])
+        w.writerows((Path(p).name, classes[c]) for p, c in zip(files, preds))
+
+
+def write_probs(path: str | Path, files: Sequence[Path], classes: Sequence[str], probs: np.ndarray) -> None:
+    """One row per image: the file name, then one probability column per class."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["file", *classes])
+        w.writerows([Path(p).name, *(f"{x:.6f}" for x in row)] for p, row in zip(files, probs))

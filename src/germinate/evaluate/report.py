@@ -1,0 +1,89 @@
+"""report.html: one self-contained file (images embedded, no scripts, no network) that shows a
+run: the data, the model, the plan, the curves, the final metrics, the confusions, the worst
+mistakes and the command that repeats it. Built only from files in the run folder."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from germinate.run import RunFolder
+from germinate.utils import write_text_atomic
+
+IMAGES = [
+    ("curves.png", "Loss and micro-F1 by epoch"),
+    ("schedule.png", "Learning rate per layer group"),
+    ("lr_find_head.png", "LR range test, head"),
+    ("lr_find_unfrozen.png", "LR range test, unfrozen"),
+    ("confusion.png", "Confusion matrix (with TTA)"),
+    ("top_losses.png", "Top losses: predicted / actual, loss, probability of the actual class"),
+]
+
+STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+img{max-width:100%;border:1px solid #eee} figure{margin:1em 0} figcaption{color:#555;font-size:90%}
+code,pre{background:#f6f6f6;padding:.2em .4em;border-radius:3px} pre{padding:.8em;white-space:pre-wrap}
+.big{font-size:2em;font-weight:600}
+"""
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _fmt(x) -> str:
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _sections(run: RunFolder) -> list[tuple[str, str]]:
+    cfg = run.read_json("config.json")
+    final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
+    skipped = run.read_csv("skipped.csv")
+    c = cfg["config"]
+    out = []
+    counts = cfg.get("class_counts", {})
+    data = f"<p>{cfg['counts']['train']} training and {cfg['counts']['valid']} validation images in {len(cfg['classes'])} classes, from <code>{html.escape(c['train_dir'])}</code>.</p>"
+    data += _table(["class", "training images", "validation images"], [[k, v["train"], v["valid"]] for k, v in counts.items()])
+    data += f"<p>Skipped files: {len(skipped)}</p>" + (_table(["path", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else "")
+    out.append(("Data", data))
+    model = _table(["setting", "value"], [[k, c[k]] for k in ("arch", "pretrained", "size", "flip", "min_scale", "bs", "opt", "wd", "hidden", "dropout", "seed")])
+    out.append(("Model", model))
+    plan_rows = [[s["name"], "frozen" if s["frozen"] else "unfrozen", s["schedule"], s["cycles"], s["cycle_len"], s["cycle_mult"],
+                  ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"] for s in cfg["plan"]]
+    out.append(("Plan", _table(["stage", "body", "schedule", "cycles", "cycle len", "cycle mult", "peak LR per group", "precomputed"], plan_rows)))
+    metrics = run.read_csv("metrics.csv")
+    curves = _table(list(metrics[0].keys()), [list(m.values()) for m in metrics]) if metrics else "<p>No epochs yet.</p>"
+    out.append(("Training", curves + "".join(_image(run / n, cap) for n, cap in IMAGES[:4] if (run / n).exists())))
+    if final:
+        p, t = final["plain"], final["tta"]
+        res = f'<p class="big">micro-F1 {t["f1_micro"]:.4f}</p><p>with TTA ({final["tta_views"]} views, {final["snapshots"]} model(s)); {final["seconds"] / 60:.1f} minutes in all.</p>'
+        res += _table(["", "accuracy", "micro-F1", "macro-F1", "loss", "n"], [[name, *(_fmt(m[k]) for k in ("accuracy", "f1_micro", "f1_macro", "loss", "n"))] for name, m in (("plain", p), ("TTA", t))])
+        res += _table(["class", "precision", "recall", "F1", "support"], [[k, *(_fmt(v[x]) for x in ("precision", "recall", "f1", "support"))] for k, v in t["per_class"].items()])
+        out.append(("Results", res))
+        pairs = _table(["actual", "predicted as", "count"], t["most_confused"]) if t["most_confused"] else "<p>No confusions.</p>"
+        out.append(("Most confused", pairs + "".join(_image(run / n, cap) for n, cap in IMAGES[4:5] if (run / n).exists())))
+        out.append(("Top losses", "".join(_image(run / n, cap) for n, cap in IMAGES[5:] if (run / n).exists())))
+    out.append(("Reproduce", f"<pre>{html.escape(cfg.get('command') or '')}</pre><p>germinate {html.escape(cfg['germinate_version'])}</p>"))
+    return out
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write report.html into the run folder from the files there; return its path."""
+    run = RunFolder(run_dir)
+    title = f"germinate run: {run.path.resolve().name}"
+    body = "".join(f'<section id="{name.lower().replace(" ", "-")}"><h2>{name}</h2>{content}</section>' for name, content in _sections(run))
+    page = f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>\n'
+    write_text_atomic(run / "report.html", page)
+    return run / "report.html"

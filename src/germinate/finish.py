@@ -1,0 +1,69 @@
+"""The end of a run: export the model, evaluate it with and without TTA, draw and report."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from germinate.data.augment import eval_transform
+from germinate.evaluate import metrics as M
+from germinate.evaluate import plots
+from germinate.evaluate.predict import predict_views, tta_views
+from germinate.evaluate.report import write_report
+from germinate.models.export import ModelInfo, export_model, load_model
+from germinate.training.learner import Learner
+
+TOP_LOSSES = 12
+
+
+def model_info(learn: Learner) -> ModelInfo:
+    """What model.json records for this learner."""
+    net, cfg = learn.net, learn.cfg
+    mean = (net.mean.flatten() / 255).tolist()
+    std = (net.std.flatten() / 255).tolist()
+    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.size, cfg.cache_px, mean, std, cfg.flip, cfg.hidden, cfg.dropout)
+
+
+def write_per_class(run, report: dict) -> None:
+    """per_class.csv: precision, recall, F1 and support of each class."""
+    rows = [{"class": c, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()}} for c, m in report["per_class"].items()]
+    run.write_csv("per_class.csv", rows, ["class", "precision", "recall", "f1", "support"])
+
+
+def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:
+    """The validation images the model got most wrong: predicted, actual, loss, probability."""
+    labels, classes = learn.data.valid.labels, learn.data.classes
+    losses = M.cross_entropy(probs, labels)
+    worst = np.argsort(-losses)[:TOP_LOSSES]
+    tf = eval_transform(learn.cfg.size)
+    images = [tf(learn.data.valid.source.get(int(i))).permute(1, 2, 0).numpy() for i in worst]
+    titles = [
+        f"{classes[probs[i].argmax()]} / {classes[labels[i]]}\nloss {losses[i]:.2f}, p {probs[i, labels[i]]:.2f}"
+        for i in worst
+    ]
+    plots.image_grid(images, titles, path)
+
+
+def finish_run(learn: Learner, seconds: float) -> dict:
+    """Export, evaluate on the validation split (plain and TTA), write plots, CSVs and the report."""
+    run, reporter = learn.run, learn.reporter
+    snapshots = sorted((p.name for p in run.path.glob("snapshot-*.safetensors")), key=lambda n: int(n[9:-12]))
+    export_model(learn.net, run.path, model_info(learn), snapshots if learn.cfg.snapshot_ensemble else [])
+    nets, info = load_model(run.path, snapshots=True)
+    views = tta_views(info.flip, learn.cfg.tta)
+    probs = predict_views(nets, learn.data.valid.source, info, views, learn.cfg.bs * 2, learn.device, reporter)
+    labels = learn.data.valid.labels
+    plain, tta = M.full_report(labels, probs[0], info.classes), M.full_report(labels, probs.mean(0), info.classes)
+    final = {"plain": plain, "tta": tta, "tta_views": len(views), "snapshots": len(nets), "seconds": seconds}
+    run.write_json("final.json", final)
+    write_per_class(run, tta)
+    plots.plot_confusion(np.array(tta["confusion"]), info.classes, run / "confusion.png")
+    plots.plot_curves(learn.history, run / "curves.png")
+    if learn.lr_log:
+        plots.plot_schedule(learn.lr_log, run / "schedule.png")
+    plot_top_losses(learn, probs.mean(0), run / "top_losses.png")
+    write_report(run.path)
+    reporter.info(
+        f"validation micro-F1 {plain['f1_micro']:.4f}, with TTA ({len(views)} views) {tta['f1_micro']:.4f}; "
+        f"{seconds / 60:.1f} min; run folder {run.path}"
+    )
+    return final

@@ -1,0 +1,101 @@
+"""Use an exported model on folders: predictions and submission files, or evaluation on labelled data."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from germinate.data.cache import decode_images
+from germinate.data.folders import scan_labelled, scan_unlabelled, write_skipped
+from germinate.errors import GerminateError
+from germinate.evaluate import metrics as M
+from germinate.evaluate import plots
+from germinate.evaluate.predict import predict_views, tta_views, write_probs, write_submission
+from germinate.models.export import load_model
+from germinate.ui import SILENT, Reporter
+from germinate.utils import atomic_path, resolve_device
+
+
+def predict_folder(
+    run_dir: str | Path,
+    images_dir: str | Path,
+    submission: str | Path | None = None,
+    probs_path: str | Path | None = None,
+    tta: int | None = None,
+    bs: int = 64,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    reporter: Reporter = SILENT,
+) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Predict every readable image in a flat folder; returns (files, probabilities, classes).
+
+    Unreadable images get no row (a submission cannot say "unknown"): they are listed in
+    `<submission>.skipped.csv` and counted in a warning.
+    """
+    nets, info = load_model(run_dir, snapshots=True)
+    items = scan_unlabelled(images_dir)
+    decoded = decode_images(items.files, info.source_px, cache_dir, use_cache, reporter=reporter)
+    skipped = items.skipped + decoded.skipped
+    if len(decoded.ok) == 0:
+        raise GerminateError(f"none of the {len(items)} images in {str(images_dir)!r} could be read")
+    files = [items.files[i] for i in decoded.ok]
+    views = tta_views(info.flip, tta)
+    probs = predict_views(nets, decoded.source, info, views, bs, resolve_device(device), reporter).mean(0)
+    if submission is not None:
+        write_submission(submission, files, info.classes, probs)
+        if skipped:
+            listing = Path(str(submission) + ".skipped.csv")
+            write_skipped(listing, skipped)
+            reporter.warn(f"{len(skipped)} file(s) could not be read and have no row; listed in {listing}")
+        reporter.info(f"wrote {len(files)} predictions to {submission} ({len(views)} TTA view(s))")
+    if probs_path is not None:
+        write_probs(probs_path, files, info.classes, probs)
+    return files, probs, info.classes
+
+
+def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None:
+    """Rows: actual class; columns: predicted class."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["actual \\ predicted", *classes])
+        w.writerows([c, *row] for c, row in zip(classes, cm.tolist()))
+
+
+def evaluate_folder(
+    run_dir: str | Path,
+    labelled_dir: str | Path,
+    out_dir: str | Path | None = None,
+    tta: int | None = None,
+    bs: int = 64,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    reporter: Reporter = SILENT,
+) -> dict:
+    """Metrics of the model on a labelled folder, with and without TTA; writes the confusion
+    matrix (CSV and PNG) into `out_dir` (default RUN_DIR/eval-<folder name>)."""
+    nets, info = load_model(run_dir, snapshots=True)
+    items = scan_labelled(labelled_dir, classes=info.classes)
+    unknown = sorted({Path(s.path).parent.name for s in items.skipped if "unknown to the model" in s.reason})
+    if unknown:
+        reporter.warn(f"classes the model does not know were left out: {', '.join(unknown)}")
+    if len(items) == 0:
+        raise GerminateError(f"{str(labelled_dir)!r} has no images in any of the model's classes ({', '.join(info.classes)})")
+    decoded = decode_images(items.files, info.source_px, cache_dir, use_cache, reporter=reporter)
+    if decoded.skipped:
+        reporter.warn(f"{len(decoded.skipped)} unreadable image(s) were left out")
+    labels = items.labels[decoded.ok]
+    views = tta_views(info.flip, tta)
+    probs = predict_views(nets, decoded.source, info, views, bs, resolve_device(device), reporter)
+    plain = M.full_report(labels, probs[0], info.classes)
+    result = {**M.full_report(labels, probs.mean(0), info.classes), "tta_views": len(views), "plain": plain}
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"eval-{Path(labelled_dir).resolve().name}"
+    out.mkdir(parents=True, exist_ok=True)
+    cm = np.array(result["confusion"])
+    write_confusion_csv(out / "confusion.csv", cm, info.classes)
+    plots.plot_confusion(cm, info.classes, out / "confusion.png")
+    result["outputs"] = str(out)
+    return result

@@ -1,0 +1,79 @@
+"""The run report: well-formed, every section, every image embedded, and it renders."""
+
+import base64
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from germinate.evaluate.report import write_report
+
+SECTIONS = ["data", "model", "plan", "training", "results", "most-confused", "top-losses", "reproduce"]
+
+
+class _Checker(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.ids, self.images, self.errors = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag in ("script", "link", "iframe"):
+            self.errors.append(f"external or active content: <{tag}>")
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(f"unbalanced </{tag}>")
+
+
+def test_report_is_well_formed_with_every_section_and_image(tiny_run: Path):
+    (tiny_run / "report.html").unlink()
+    path = write_report(tiny_run)
+    html = path.read_text()
+    checker = _Checker()
+    checker.feed(html)
+    assert not checker.errors and not checker.stack
+    assert checker.ids == SECTIONS
+    names = {"curves.png", "schedule.png", "lr_find_head.png", "lr_find_unfrozen.png", "confusion.png", "top_losses.png"}
+    expected = {n for n in names if (tiny_run / n).exists()}
+    assert {"curves.png", "schedule.png", "confusion.png", "top_losses.png"} <= expected
+    assert len(checker.images) == len(expected)
+    for src in checker.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "germinate train" in html and "http" not in html.replace("http://www.w3.org", "")
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package)")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600", f"--screenshot={shot}",
+         (tiny_run / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape[0] >= 800
+    assert img.std() > 10  # not a blank page: text, tables and plots
+    assert (img < 128).mean() > 0.005  # some dark pixels (text)
