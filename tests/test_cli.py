@@ -152,3 +152,20 @@ def test_submission_for_the_real_test_folder(data_dir: Path, tmp_path: Path, cap
     assert [r[0] for r in ours] == [r[0] for r in sample]
     classes = sorted(p.name for p in (data_dir / "train").iterdir() if p.is_dir())
     assert {r[1] for r in ours[1:]} <= set(classes)
+
+
+def test_file_names_with_spaces_and_non_ascii_are_kept_exactly(tmp_path: Path, tiny_run: Path, capsys):
+    import numpy as np
+
+    from tests.conftest import make_image
+
+    folder = tmp_path / "täst images"
+    folder.mkdir()
+    names = ["blätter 1.png", "幼苗.PNG", "with space.JPG"]
+    for i, name in enumerate(names):
+        make_image((200, 40, 40), np.random.default_rng(i)).convert("RGB").save(folder / name, format="PNG" if i < 2 else "JPEG")
+    sub = tmp_path / "sub.csv"
+    code, _, err = run_cli(["predict", tiny_run, folder, "--submission", sub, "--tta", "0"], capsys)
+    assert code == 0, err
+    rows = list(csv.reader(open(sub, encoding="utf-8")))
+    assert sorted(r[0] for r in rows[1:]) == sorted(names)

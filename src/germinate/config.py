@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class TrainConfig:
     freeze_epochs: int = 2  # head stage; with SGDR, cycles of one epoch each
     schedule: str = "sgdr"  # unfrozen stage: cosine | sgdr | onecycle
     epochs: int | None = None  # unfrozen stage; for SGDR derived from the cycles
-    cycles: int = 3
+    cycles: int = 4  # 1 + 2 + 4 + 8 = 15 epochs
     cycle_len: int = 1
     cycle_mult: int = 2
     warmup_pct: float = 0.0
@@ -74,7 +74,6 @@ class TrainConfig:
     amp: str = "auto"  # bfloat16 autocast: auto (on where the device has fast bf16) | on | off
     channels_last: str = "auto"  # auto (on: measured faster on CPU and GPU) | on | off
     quiet: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cache_px(self) -> int:
@@ -108,7 +107,7 @@ class TrainConfig:
         default = TrainConfig()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("train_dir", "extra", "quiet") or value == getattr(default, f.name):
+            if f.name in ("train_dir", "quiet") or value == getattr(default, f.name):
                 continue
             flag = "--" + f.name.replace("_", "-")
             if f.name in BOOL_FLAGS:
@@ -135,6 +134,8 @@ class TrainConfig:
             (self.freeze_epochs >= 0, "--freeze-epochs must be 0 or more"),
             (self.cycles >= 0 and self.cycle_len > 0 and self.cycle_mult >= 1, "--cycles >= 0, --cycle-len > 0, --cycle-mult >= 1"),
             (self.epochs is None or self.epochs >= 0, "--epochs must be 0 or more"),
+            (self.schedule != "sgdr" or self.epochs is None,
+             "--epochs is for --schedule cosine/onecycle/flat; an SGDR stage lasts --cycle-len * (1 + mult + ... ) epochs: use --cycles"),
             (self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0), f"--lr must be a positive number or auto, got {self.lr}"),
             (self.lrs is None or (len(self.lrs) == 3 and all(x > 0 for x in self.lrs)), "--lrs takes three positive LRs: early,late,head"),
             (self.lr_ratio >= 1, "--lr-ratio must be at least 1"),

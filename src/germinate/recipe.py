@@ -77,10 +77,12 @@ def _choose_lrs(learn: Learner, stage: Stage) -> None:
 
 
 def unfrozen_lrs(suggestion: float, ratio: float) -> list[float]:
-    """Differential peaks from a whole-network suggestion: it becomes the late body's LR, so the
-    groups get [lr/r^2, lr/r, lr] with lr = suggestion * r (measured: with AdamW, putting the
-    suggestion on the head instead leaves the body learning too slowly)."""
-    return differential_lrs(suggestion * ratio, ratio)
+    """Differential peaks from a whole-network suggestion. The test sweeps one LR for every group,
+    so its suggestion is a rate at which the whole network learns steadily: it goes to the early
+    body, whose general features we most want to keep, and the later groups learn faster:
+    [s, s*r, s*r^2], i.e. [lr/r^2, lr/r, lr] with lr = s * r^2. (Measured with AdamW: putting the
+    suggestion on the head instead leaves the body learning far too slowly.)"""
+    return differential_lrs(suggestion * ratio**2, ratio)
 
 
 def describe(stage: Stage) -> str:

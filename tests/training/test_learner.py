@@ -146,3 +146,33 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(labelled: P
         for k in ("train_loss", "valid_loss", "accuracy"):
             assert float(w[k]) == pytest.approx(float(c[k]), abs=1e-5), (k, w, c)
     assert (tmp_path / "cut" / "lrs.csv").read_text() == (tmp_path / "whole" / "lrs.csv").read_text()
+
+
+def test_workers_do_not_change_the_run(labelled: Path, tmp_path: Path):
+    # Each sample is augmented under its own seed, so loading in worker processes changes nothing.
+    train(tiny_cfg(labelled, precompute="off", cycles=1), tmp_path / "w0")
+    train(tiny_cfg(labelled, precompute="off", cycles=1, workers=2), tmp_path / "w2")
+    assert (tmp_path / "w0" / "metrics.csv").read_text() == (tmp_path / "w2" / "metrics.csv").read_text()
+
+
+def test_snapshot_ensemble_averages_the_cycle_ends(labelled: Path, tmp_path: Path, unlabelled: Path):
+    import json
+
+    from germinate.data.augment import eval_transform
+    from germinate.data.cache import decode_images
+    from germinate.data.folders import scan_unlabelled
+    from germinate.inference import predict_folder
+    from germinate.models.export import load_model
+
+    run = tmp_path / "snap"
+    train(tiny_cfg(labelled, cycles=3, cycle_mult=1, snapshot_ensemble=True), run)
+    info = json.loads((run / "model.json").read_text())
+    assert info["snapshots"] == ["snapshot-2.safetensors", "snapshot-3.safetensors"]  # after unfrozen epochs 1 and 2
+    _, probs, _ = predict_folder(run, unlabelled, tta=0)
+    nets, minfo = load_model(run, snapshots=True)
+    assert len(nets) == 3
+    src = decode_images(scan_unlabelled(unlabelled).files, minfo.source_px).source
+    x = torch.stack([eval_transform(minfo.size)(src.get(i)) for i in range(len(src))])
+    with torch.no_grad():
+        expected = sum(n(x).softmax(1) for n in nets) / 3
+    assert np.allclose(probs, expected.numpy(), atol=1e-5)

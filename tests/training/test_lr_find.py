@@ -88,6 +88,15 @@ def test_range_test_stops_on_divergence_and_nan():
     assert np.isnan(losses[-1]) and len(losses) < 100
 
 
-def test_usable_curve_trims_the_first_tenth():
-    lrs, sm = usable_curve(LRS, curve())
-    assert len(lrs) == 90 and lrs[0] == LRS[10]
+def test_usable_curve_trims_the_start_and_ends_where_the_loss_diverges():
+    lrs, sm = usable_curve(LRS, curve(1e-2))
+    assert lrs[0] >= LRS[10]  # the first tenth is gone
+    assert 1e-2 < lrs[-1] < 1e-1  # cut where the loss passed 4x its minimum, shortly after it
+    assert lrs[0] >= lrs[-1] / 1e3 * 0.99  # and only the last three decades are read
+
+
+def test_a_dip_far_below_the_divergence_is_ignored():
+    losses = curve(1e-2)
+    losses[15:20] = 0.1  # a deep but spurious dip at ~5e-7, six decades below the real valley
+    assert 1e-4 < suggest(LRS, losses, "valley") < 5e-3
+    assert 0.5e-3 < suggest(LRS, losses, "minimum") < 3e-3

@@ -346,12 +346,14 @@ class Learner:
         return self._validate(False)
 
     # ---- the LR range test -------------------------------------------------------------------------
-    def lr_find(self, start: float = 1e-7, end: float = 10.0, steps: int = 100, stop_div: float = 4.0, suggest: str = "valley") -> LRFindResult:
+    def lr_find(self, start: float = 1e-7, end: float = 10.0, steps: int = 100, stop_div: float = 4.0,
+                suggest: str = "valley", probe: int = 64) -> LRFindResult:
         """Run the LR range test on the current freeze state and restore everything afterwards.
 
-        Every group gets the same LR during the test (as in fastai): the suggestion is an LR at
-        which the network as it stands learns well. Uses precomputed features when the body is
-        frozen and precompute is enabled.
+        Every group gets the same LR during the test (as in fastai). After each training step the
+        loss is measured on one fixed batch of `probe` training images (eval mode, no gradient)
+        rather than taken from the step's own batch: batch-to-batch variation otherwise swamps
+        the curve once the network already learns. `probe=0` uses the training batch's loss.
         """
         lrs = exp_lrs(start, end, steps)
         precompute = self.is_frozen and self.precompute_enabled()
@@ -359,13 +361,16 @@ class Learner:
             self._precomputed()  # outside the timed test, and kept for the stage that follows
         saved = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), ckpt.rng_state())
         batches = self._endless_batches(precompute)
-        self._set_mode(precompute)
+        fixed = self._probe_batch(precompute, probe) if probe else None
         try:
             with self.reporter.progress("LR range test", steps) as advance:
                 def step(lr: float) -> float:
+                    self._set_mode(precompute)
                     self._set_lrs([lr] * len(self.opt.param_groups))
                     x, y = next(batches)
                     loss = self._step(x, y, precompute)
+                    if fixed is not None:
+                        loss = self._probe_loss(*fixed, precompute)
                     advance(lr=f"{lr:.1e}", loss=f"{loss:.3f}")
                     return loss
 
@@ -375,6 +380,23 @@ class Learner:
             self.opt.load_state_dict(saved[1])
             ckpt.set_rng_state(saved[2])
         return LRFindResult.from_curve(lrs, np.asarray(losses), suggest)
+
+    def _probe_batch(self, precompute: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed, evenly spread batch of training images (deterministic view) or their features."""
+        train = self.data.train
+        idx = np.linspace(0, len(train) - 1, min(n, len(train))).round().astype(int)
+        y = torch.as_tensor(train.labels[idx], device=self.device)
+        if precompute:
+            return self._precomputed()[0][0][torch.as_tensor(idx, device=self.device)], y
+        tf = eval_transform(self.cfg.size)
+        return torch.stack([tf(train.source.get(int(i))) for i in idx]).to(self.device), y
+
+    @torch.no_grad()
+    def _probe_loss(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
+        self.net.eval()
+        with self._autocast():
+            out = self._forward(x, precompute)
+        return float(nn.functional.cross_entropy(out.float(), y))
 
     def _endless_batches(self, precompute: bool) -> Iterator:
         for i in range(1_000_000):

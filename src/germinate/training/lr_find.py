@@ -20,6 +20,8 @@ from germinate.errors import GerminateError
 from germinate.utils import atomic_path
 
 MIN_POINTS = 5  # fewer usable points than this cannot show a valley
+WINDOW_DECADES = 3.0  # the rules look this far below the end of the curve (where it blew up)
+STOP_DIV = 4.0  # the loss has diverged once it passes this many times its minimum
 
 
 class LRFindError(GerminateError):
@@ -61,13 +63,25 @@ def smooth_centered(losses: np.ndarray, window: int | None = None) -> np.ndarray
 
 def usable_curve(lrs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The part of the curve the rules read: up to the first non-finite loss, smoothed (zero
-    lag), minus the first tenth. Raises LRFindError when too little is left or it is flat."""
+    lag), minus the first tenth, and only the last three decades of LR. Raises LRFindError when
+    too little is left or it is flat."""
     lrs, losses = np.asarray(lrs, float), np.asarray(losses, float)
     bad = np.flatnonzero(~np.isfinite(losses))
     stop = bad[0] if len(bad) else len(losses)
     lrs, sm = lrs[:stop], smooth_centered(losses[:stop])
     skip = len(sm) // 10
     lrs, sm = lrs[skip:], sm[skip:]
+    # A range test's information is just below where the loss blows up; far below it, on a
+    # network that already learns, the curve is flat and its dips are noise (measured: an unfrozen
+    # test found a dip at 1e-6 as deep as the real one at 2e-3).
+    # The curve ends where it diverges: the smoothed loss passes STOP_DIV times its running minimum
+    # (a live test stops there anyway; a recorded or synthetic curve may go on).
+    above = np.flatnonzero(sm > STOP_DIV * np.minimum.accumulate(sm))
+    end = int(above[0]) if len(above) else len(sm)
+    lrs, sm = lrs[:end], sm[:end]
+    if len(lrs):
+        keep = lrs >= lrs[-1] / 10**WINDOW_DECADES
+        lrs, sm = lrs[keep], sm[keep]
     if len(sm) < MIN_POINTS:
         raise LRFindError(
             f"the LR range test gave only {len(sm)} usable point(s) (the loss turned NaN/inf or the test "
@@ -123,7 +137,7 @@ def suggest(lrs: np.ndarray, losses: np.ndarray, method: str = "valley") -> floa
 def run_range_test(
     step: Callable[[float], float],
     lrs: np.ndarray,
-    stop_div: float = 4.0,
+    stop_div: float = STOP_DIV,
     on_step: Callable[[float, float], None] | None = None,
 ) -> list[float]:
     """Call `step(lr)` (one training step at `lr`, returning its loss) for each LR until the
