@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import ceiling, learner, train_epoch_seconds  # noqa: E402
+from bench_pipeline import ceiling, learner, train_epoch_seconds
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ def main() -> int:
     start = copy.deepcopy(learn.net.state_dict())
     result = learn.lr_find(suggest=args.suggest)
     s = result.suggestion
-    print(f"suggestions: " + ", ".join(f"{k} {v:.2e}" for k, v in result.suggestions.items()))
+    print("suggestions: " + ", ".join(f"{k} {v:.2e}" for k, v in result.suggestions.items()))
     rows = []
     for name, lr in (("suggestion / 10", s / 10), ("suggestion", s), ("suggestion x 10", s * 10)):
         learn.net.load_state_dict(start)

@@ -2,12 +2,9 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from germinate.cli import main
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from germinate._version import __version__
 
@@ -275,12 +276,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_show_batch(args: argparse.Namespace) -> int:
+    from germinate.config import TrainConfig
     from germinate.show import show_batch
 
-    from germinate.config import TrainConfig
-
     d = TrainConfig()
-    pick = lambda value, default: default if value is None else value  # noqa: E731
+    pick = lambda value, default: default if value is None else value
     show_batch(args.train_dir, args.out, args.flip, args.size, pick(args.min_scale, d.min_scale),
                pick(args.max_rotate, d.max_rotate), pick(args.max_lighting, d.max_lighting), args.n, args.seed, args.cache_dir)
     print(args.out)

@@ -10,7 +10,6 @@ from typing import Any
 
 from germinate.errors import GerminateError
 
-
 # Settings whose CLI form is a switch: (flag when False, flag when True).
 BOOL_FLAGS = {
     "pretrained": ("--no-pretrained", "--pretrained"),
@@ -93,7 +92,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of to_dict; unknown keys (from another version) are refused by name."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -118,7 +117,7 @@ class TrainConfig:
                 args += [flag, str(value)]
         return " ".join(shlex.quote(a) for a in args)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check values a user can get wrong; raise one clear GerminateError."""
         from germinate.data.augment import POLICIES
         from germinate.training.schedule import SCHEDULES

@@ -12,7 +12,12 @@ from germinate.data.folders import scan_labelled, scan_unlabelled, write_skipped
 from germinate.errors import GerminateError
 from germinate.evaluate import metrics as M
 from germinate.evaluate import plots
-from germinate.evaluate.predict import predict_views, tta_views, write_probs, write_submission
+from germinate.evaluate.predict import (
+    predict_views,
+    tta_views,
+    write_probs,
+    write_submission,
+)
 from germinate.models.export import load_model
 from germinate.ui import SILENT, Reporter
 from germinate.utils import atomic_path, resolve_device

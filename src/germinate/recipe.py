@@ -20,7 +20,6 @@ from germinate.models.network import create_network
 from germinate.run import RunFolder
 from germinate.training.checkpoint import load_checkpoint
 from germinate.training.learner import Learner, Stage, graceful_interrupts
-from germinate.training.lr_find import LRFindError
 from germinate.training.schedule import differential_lrs
 from germinate.ui import Reporter
 from germinate.utils import seed_everything
@@ -111,6 +110,7 @@ def run_plan(learn: Learner) -> None:
             learn.reporter.info(describe(stage))
             learn.fit_stage(stage)
         learn.save_checkpoint()  # records that every stage is done
+
 
 def save_config(learn: Learner) -> None:
     """config.json: the resolved config, the plan (with LRs once chosen) and how to repeat the run."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from germinate.errors import GerminateError
 from germinate.utils import write_text_atomic
@@ -36,7 +37,7 @@ class RunFolder:
         """True when the folder already holds a run."""
         return (self.path / "config.json").exists()
 
-    def create(self, overwrite: bool = False) -> "RunFolder":
+    def create(self, overwrite: bool = False) -> RunFolder:
         """Make the folder; refuse to write into an existing run unless `overwrite`."""
         if self.exists() and not overwrite:
             raise GerminateError(

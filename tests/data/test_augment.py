@@ -1,8 +1,14 @@
-import numpy as np
 import pytest
 import torch
 
-from germinate.data.augment import AugmentConfig, RandomDihedral, deterministic_views, dihedral, eval_transform, train_transform
+from germinate.data.augment import (
+    AugmentConfig,
+    RandomDihedral,
+    deterministic_views,
+    dihedral,
+    eval_transform,
+    train_transform,
+)
 
 
 def marked_image(size: int = 64) -> torch.Tensor:
@@ -85,3 +91,17 @@ def test_policy_views():
 def test_side_on_view_4_is_a_left_right_mirror():
     img = marked_image()
     assert torch.equal(dihedral(img, 4), img.flip(-1))
+
+
+def test_rotation_fills_corners_by_reflection_not_black():
+    from germinate.data.augment import RandomRotateReflect
+
+    img = torch.full((3, 64, 64), 120, dtype=torch.uint8)
+    img[:, 28:36, 28:36] = 250  # a bright centre that must survive, turned
+    t = RandomRotateReflect(10)
+    torch.manual_seed(0)
+    for _ in range(20):
+        out = t(img)
+        assert out.dtype == torch.uint8 and out.shape == img.shape
+        assert out[:, :4, :4].min() >= 110 and out[:, -4:, -4:].min() >= 110  # corners: soil, not black
+        assert out[:, 30:34, 30:34].float().mean() > 200

@@ -2,7 +2,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from germinate.data import cache as cache_mod

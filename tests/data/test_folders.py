@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from germinate.data.bundle import load_folder
-from germinate.data.folders import limit_per_class, scan_labelled, scan_unlabelled, stratified_split, write_skipped
+from germinate.data.folders import (
+    limit_per_class,
+    scan_labelled,
+    scan_unlabelled,
+    stratified_split,
+    write_skipped,
+)
 from germinate.errors import GerminateError
 from tests.conftest import make_image
 

@@ -8,7 +8,11 @@ import torch
 from torch import nn
 
 from germinate.errors import GerminateError
-from germinate.models.backbones import check_arch, create_backbone, create_imagenet_model
+from germinate.models.backbones import (
+    check_arch,
+    create_backbone,
+    create_imagenet_model,
+)
 from germinate.models.head import ConcatPool
 from germinate.models.network import create_network
 from germinate.models.weights import load_by_order, load_weights_file
@@ -33,7 +37,6 @@ def test_offline_weights_classify_a_cat_photo(arch: str):
 
 
 def test_the_packaged_file_maps_tensor_by_tensor():
-    import timm
     from germinate.models.weights import lite_weights_path
 
     state = torch.load(lite_weights_path("efficientnet_lite0"), map_location="cpu", weights_only=True)
@@ -92,7 +95,6 @@ def test_unknown_arch_lists_valid_ones():
 
 def test_missing_offline_weights_explain_how_to_provide_them(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache, and no network here
-    import torchvision
 
     def offline(*a, **k):
         raise OSError("network unreachable")

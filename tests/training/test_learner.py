@@ -10,7 +10,6 @@ import torch
 from germinate import TrainConfig, create_learner, resume, train
 from germinate.errors import TrainingInterrupted
 from germinate.training.learner import Learner, Stage
-from germinate.training.schedule import Schedule
 
 
 def tiny_cfg(train_dir, **kw) -> TrainConfig:

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from germinate.errors import GerminateError
-from germinate.training.lr_find import LRFindError, LRFindResult, exp_lrs, run_range_test, suggest, usable_curve
+from germinate.training.lr_find import (
+    LRFindError,
+    LRFindResult,
+    exp_lrs,
+    run_range_test,
+    suggest,
+    usable_curve,
+)
 
 LRS = exp_lrs(1e-7, 10, 100)
 

@@ -4,7 +4,12 @@ import math
 
 import pytest
 
-from germinate.training.schedule import Schedule, differential_lrs, group_lrs, sgdr_epochs
+from germinate.training.schedule import (
+    Schedule,
+    differential_lrs,
+    group_lrs,
+    sgdr_epochs,
+)
 
 SPE = 10  # steps per epoch
 

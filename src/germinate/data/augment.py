@@ -7,8 +7,9 @@ turns) give valid images. `side-on`: photos taken from the side: left-right flip
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

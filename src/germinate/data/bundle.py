@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from germinate.data.cache import ImageSource, decode_images
-from germinate.data.folders import ImageList, Skipped, limit_per_class, require_classes, scan_labelled, stratified_split
+from germinate.data.folders import (
+    ImageList,
+    Skipped,
+    limit_per_class,
+    require_classes,
+    scan_labelled,
+    stratified_split,
+)
 from germinate.ui import SILENT, Reporter
 
 

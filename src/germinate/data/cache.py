@@ -7,10 +7,10 @@ import fcntl
 import json
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,7 +42,7 @@ class ImageSource:
         """Image `i` as a (3, px, px) uint8 tensor."""
         raise NotImplementedError
 
-    def subset(self, idx: np.ndarray) -> "ImageSource":
+    def subset(self, idx: np.ndarray) -> ImageSource:
         """The images at `idx`, in that order."""
         raise NotImplementedError
 
@@ -59,7 +59,7 @@ class ArraySource(ImageSource):
     def get(self, i: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.array[self.rows[i]])).permute(2, 0, 1)
 
-    def subset(self, idx: np.ndarray) -> "ArraySource":
+    def subset(self, idx: np.ndarray) -> ArraySource:
         return ArraySource(self.array, self.rows[np.asarray(idx, dtype=np.int64)])
 
 
@@ -75,7 +75,7 @@ class FileSource(ImageSource):
     def get(self, i: int) -> torch.Tensor:
         return torch.from_numpy(read_image(self.files[i], self.px)).permute(2, 0, 1)
 
-    def subset(self, idx: np.ndarray) -> "FileSource":
+    def subset(self, idx: np.ndarray) -> FileSource:
         return FileSource([self.files[i] for i in idx], self.px)
 
 

@@ -34,7 +34,7 @@ class ImageList:
     def __len__(self) -> int:
         return len(self.files)
 
-    def subset(self, idx: np.ndarray | list[int]) -> "ImageList":
+    def subset(self, idx: np.ndarray | list[int]) -> ImageList:
         """The items at `idx` (same classes; skipped list kept)."""
         idx = np.asarray(idx, dtype=np.int64)
         return ImageList([self.files[i] for i in idx], self.labels[idx], self.classes, self.skipped)

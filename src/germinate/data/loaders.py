@@ -4,7 +4,7 @@ and a resumed run gives exactly the images the uninterrupted one would have."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 
 def cross_entropy(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -48,7 +53,7 @@ def full_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> di
     return {
         **summary(labels, preds, len(classes)),
         "loss": float(cross_entropy(probs, labels).mean()),
-        "n": int(len(labels)),
+        "n": len(labels),
         "per_class": per_class(labels, preds, classes),
         "confusion": cm.tolist(),
         "most_confused": [list(t) for t in most_confused(cm, classes)],

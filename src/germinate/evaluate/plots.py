@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed, ever
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from germinate.utils import atomic_path  # noqa: E402
+from germinate.utils import atomic_path
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:

@@ -9,14 +9,20 @@ views and over snapshot models.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from germinate.data.augment import AugmentConfig, deterministic_views, dihedral, eval_transform, train_transform
+from germinate.data.augment import (
+    AugmentConfig,
+    deterministic_views,
+    dihedral,
+    eval_transform,
+    train_transform,
+)
 from germinate.data.cache import ImageSource
 from germinate.data.loaders import ImageDataset
 from germinate.models.export import ModelInfo

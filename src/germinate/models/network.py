@@ -28,7 +28,7 @@ class Network(nn.Module):
         self.norm_params = {id(p) for m in self.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()}
         self.channels_last = False
 
-    def use_channels_last(self, on: bool = True) -> "Network":
+    def use_channels_last(self, on: bool = True) -> Network:
         """Store activations NHWC: much faster convolutions with oneDNN on CPU and on tensor cores."""
         self.channels_last = on
         return self.to(memory_format=torch.channels_last if on else torch.contiguous_format)

@@ -11,8 +11,9 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -194,6 +195,7 @@ class Learner:
         bns = [m for m in self.net.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not bns:
             return
+        self._features = None  # features computed with the old statistics are stale
         saved = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -171,7 +171,7 @@ class LRFindResult:
     suggestions: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_curve(cls, lrs: np.ndarray, losses: np.ndarray, method: str = "valley") -> "LRFindResult":
+    def from_curve(cls, lrs: np.ndarray, losses: np.ndarray, method: str = "valley") -> LRFindResult:
         """Compute every rule's suggestion; keep the curve even when none can be read."""
         lrs, losses = np.asarray(lrs, float)[: len(losses)], np.asarray(losses, float)
         result = cls(lrs, losses, method)
