@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from germinate._version import __version__
+from germinate.config import TrainConfig
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -57,11 +58,13 @@ def _on_off(text: str) -> str:
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()  # help texts quote the real defaults
     g = p.add_argument_group("data")
-    g.add_argument("--size", type=int, help="training image size in pixels (default 128)")
-    g.add_argument("--bs", type=int, help="batch size (default 32)")
+    g.add_argument("--size", type=int, help=f"training image size in pixels (default {d.size})")
+    g.add_argument("--test-size", type=int, metavar="PX", help="size the model is validated and used at (default: 1.25 x --size)")
+    g.add_argument("--bs", type=int, help=f"batch size (default {d.bs})")
     g.add_argument("--limit-per-class", type=int, metavar="K", help="use at most K images per class (quick runs)")
-    g.add_argument("--seed", type=int, help="random seed (default 42); the same seed repeats a run exactly")
+    g.add_argument("--seed", type=int, help=f"random seed (default {d.seed}); the same seed repeats a run exactly")
     g.add_argument("--workers", type=int, help="data-loading processes; 0 loads in the main process (default)")
     g.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/germinate)")
     g.add_argument("--no-cache", dest="use_cache", action="store_false", default=None, help="decode images from their files every epoch")
@@ -75,32 +78,34 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
+    d = TrainConfig()
     g = p.add_argument_group("validation")
     v = g.add_mutually_exclusive_group()
-    v.add_argument("--valid-pct", type=float, help="fraction held out for validation, stratified (default 0.2)")
+    v.add_argument("--valid-pct", type=float, help=f"fraction held out for validation, stratified (default {d.valid_pct})")
     v.add_argument("--valid", dest="valid_dir", metavar="DIR", help="a labelled folder to validate on instead")
     g = p.add_argument_group("recipe")
     g.add_argument("--lr", type=_lr, help="peak LR, or auto (default): the LR range test before each stage")
     g.add_argument("--lrs", type=_floats, help="peak LRs of the unfrozen stage per group: early,late,head")
-    g.add_argument("--lr-ratio", type=float, help="differential LRs: [lr/r^2, lr/r, lr] (default 3)")
+    g.add_argument("--lr-ratio", type=float, help=f"differential LRs: [lr/r^2, lr/r, lr] (default {d.lr_ratio:g})")
     g.add_argument("--suggest", choices=["valley", "minimum", "steepest"], help="range-test rule (default valley)")
-    g.add_argument("--freeze-epochs", "--head-cycles", dest="freeze_epochs", type=int, help="head-only epochs (one-epoch SGDR cycles); 0 skips (default 2)")
+    g.add_argument("--freeze-epochs", "--head-cycles", dest="freeze_epochs", type=int, help="head-only epochs (one-epoch SGDR cycles); "
+                   f"0 skips (default {d.freeze_epochs})")
     g.add_argument("--schedule", choices=["sgdr", "cosine", "onecycle", "flat"], help="LR schedule (default sgdr)")
     g.add_argument("--epochs", type=int, help="unfrozen epochs for cosine/onecycle/flat (default 7); 0 skips")
-    g.add_argument("--cycles", type=int, help="SGDR cycles in the unfrozen stage (default 3); 0 skips")
-    g.add_argument("--cycle-len", type=int, help="epochs in the first SGDR cycle (default 1)")
-    g.add_argument("--cycle-mult", type=int, help="each SGDR cycle is this many times longer (default 2)")
+    g.add_argument("--cycles", type=int, help=f"SGDR cycles in the unfrozen stage (default {d.cycles}: {d.unfrozen_epochs():g} epochs); 0 skips")
+    g.add_argument("--cycle-len", type=int, help=f"epochs in the first SGDR cycle (default {d.cycle_len})")
+    g.add_argument("--cycle-mult", type=int, help=f"each SGDR cycle is this many times longer (default {d.cycle_mult})")
     g.add_argument("--warmup-pct", type=float, help="linear warm-up at the start of each stage (default 0)")
     g.add_argument("--opt", choices=["adamw", "sgd"], help="optimizer (default adamw)")
-    g.add_argument("--wd", type=float, help="weight decay (default 0.01)")
-    g.add_argument("--label-smoothing", type=float, help="label smoothing (default 0)")
-    g.add_argument("--dropout", type=float, help="head dropout (default 0.5; the first layer gets half)")
-    g.add_argument("--hidden", type=int, help="head hidden units (default 512; 0: a single linear layer)")
-    g.add_argument("--min-scale", type=float, help="smallest random crop, as a fraction of the image area")
-    g.add_argument("--max-rotate", type=float, help="largest random rotation in degrees (corners reflected)")
-    g.add_argument("--max-lighting", type=float, help="largest brightness/contrast change, as a fraction")
+    g.add_argument("--wd", type=float, help=f"weight decay (default {d.wd:g})")
+    g.add_argument("--label-smoothing", type=float, help=f"label smoothing (default {d.label_smoothing:g})")
+    g.add_argument("--dropout", type=float, help=f"head dropout (default {d.dropout:g}; the first layer gets half)")
+    g.add_argument("--hidden", type=int, help=f"head hidden units (default {d.hidden}; 0: a single linear layer)")
+    g.add_argument("--min-scale", type=float, help=f"smallest random crop, as a fraction of the image area (default {d.min_scale:g})")
+    g.add_argument("--max-rotate", type=float, help=f"largest random rotation in degrees, corners reflected (default {d.max_rotate:g})")
+    g.add_argument("--max-lighting", type=float, help=f"largest brightness/contrast change, as a fraction (default {d.max_lighting:g})")
     g.add_argument("--precompute", type=_on_off, help="head stage on precomputed features: auto (default), on, off")
-    g.add_argument("--precompute-augs", type=int, metavar="K", help="augmented copies to precompute (default 4)")
+    g.add_argument("--precompute-augs", type=int, metavar="K", help=f"augmented copies to precompute (default {d.precompute_augs})")
     g.add_argument("--snapshot-ensemble", action="store_true", default=None, help="average the models at each SGDR cycle end")
     g.add_argument("--tta", type=int, metavar="N", help="TTA views besides the plain one for the final evaluation")
     g.add_argument("--amp", type=_on_off, help="bfloat16 autocast: auto (CUDA only), on, off")
@@ -181,8 +186,6 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
 
 def _config_from(args: argparse.Namespace):
     from dataclasses import fields
-
-    from germinate.config import TrainConfig
 
     names = {f.name for f in fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -276,7 +279,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_show_batch(args: argparse.Namespace) -> int:
-    from germinate.config import TrainConfig
     from germinate.show import show_batch
 
     d = TrainConfig()

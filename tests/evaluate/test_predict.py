@@ -58,7 +58,7 @@ def test_policy_saved_with_the_model_is_used_at_predict_time(tiny_run: Path, unl
     from germinate.data.folders import scan_unlabelled
 
     src = decode_images(scan_unlabelled(unlabelled).files, minfo.source_px).source
-    x = torch.stack([eval_transform(minfo.size)(src.get(i)) for i in range(len(src))])
+    x = torch.stack([eval_transform(minfo.eval_size)(src.get(i)) for i in range(len(src))])
     with torch.no_grad():
         expected = (net(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2
     assert np.allclose(probs_so, expected.numpy(), atol=1e-5)

@@ -65,3 +65,18 @@ def test_weights_of_another_architecture_or_class_count_name_both(tmp_path: Path
 def test_missing_model_is_a_clear_error(tmp_path: Path):
     with pytest.raises(GerminateError, match="no exported model"):
         load_model(tmp_path)
+
+
+def test_test_size_is_stored_and_older_files_fall_back_to_the_training_size(tmp_path: Path):
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    net = create_network("efficientnet_lite0", 2, pretrained=False).eval()
+    info = ModelInfo("efficientnet_lite0", ["a", "b"], 32, 48, [0.5] * 3, [0.5] * 3, "top-down", test_size=40)
+    export_model(net, tmp_path / "new", info)
+    assert load_model(tmp_path / "new")[1].eval_size == 40
+    export_model(net, tmp_path / "old", replace(info, test_size=None))
+    meta = json.loads((tmp_path / "old" / "model.json").read_text())
+    meta.pop("test_size")  # as written before the field existed
+    (tmp_path / "old" / "model.json").write_text(json.dumps(meta))
+    assert load_model(tmp_path / "old")[1].eval_size == 32

@@ -171,7 +171,7 @@ def test_snapshot_ensemble_averages_the_cycle_ends(labelled: Path, tmp_path: Pat
     nets, minfo = load_model(run, snapshots=True)
     assert len(nets) == 3
     src = decode_images(scan_unlabelled(unlabelled).files, minfo.source_px).source
-    x = torch.stack([eval_transform(minfo.size)(src.get(i)) for i in range(len(src))])
+    x = torch.stack([eval_transform(minfo.eval_size)(src.get(i)) for i in range(len(src))])
     with torch.no_grad():
         expected = sum(n(x).softmax(1) for n in nets) / 3
     assert np.allclose(probs, expected.numpy(), atol=1e-5)

@@ -71,8 +71,8 @@ def predict_views(
     """Class probabilities per view, averaged over `nets`: an array (views, images, classes)."""
     device = torch.device(device)
     amp = bf16_is_fast(device)
-    plain = ImageDataset(source, np.zeros(len(source), dtype=np.int64), eval_transform(info.size))
-    aug = ImageDataset(source, np.zeros(len(source), dtype=np.int64), train_transform(AugmentConfig(info.size, info.flip)))
+    plain = ImageDataset(source, np.zeros(len(source), dtype=np.int64), eval_transform(info.eval_size))
+    aug = ImageDataset(source, np.zeros(len(source), dtype=np.int64), train_transform(AugmentConfig(info.eval_size, info.flip)))
     out = np.zeros((len(views), len(source), len(info.classes)), dtype=np.float32)
     for net in nets:
         net.to(device).use_channels_last().eval()

@@ -58,7 +58,9 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
     data += _table(["class", "training images", "validation images"], [[k, v["train"], v["valid"]] for k, v in counts.items()])
     data += f"<p>Skipped files: {len(skipped)}</p>" + (_table(["path", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else "")
     out.append(("Data", data))
-    model = _table(["setting", "value"], [[k, c[k]] for k in ("arch", "pretrained", "size", "flip", "min_scale", "bs", "opt", "wd", "hidden", "dropout", "seed")])
+    settings = [[k, c[k]] for k in ("arch", "pretrained", "size", "flip", "min_scale", "bs", "opt", "wd", "hidden", "dropout", "seed")]
+    settings.insert(3, ["test_size", c.get("test_size") or round(c["size"] * 1.25)])
+    model = _table(["setting", "value"], settings)
     out.append(("Model", model))
     plan_rows = [[s["name"], "frozen" if s["frozen"] else "unfrozen", s["schedule"], s["cycles"], s["cycle_len"], s["cycle_mult"],
                   ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"] for s in cfg["plan"]]

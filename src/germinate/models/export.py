@@ -38,9 +38,14 @@ class ModelInfo:
     flip: str
     hidden: int = 512
     dropout: float = 0.5
+    test_size: int | None = None  # the size the model is used at; None (older files): `size`
     germinate_version: str = __version__
     files: dict[str, str] = field(default_factory=dict)  # weights file -> sha256
     snapshots: list[str] = field(default_factory=list)  # extra weights files averaged at predict time
+
+    @property
+    def eval_size(self) -> int:
+        return self.test_size or self.size
 
 
 def sha256(path: Path) -> str:

@@ -153,7 +153,7 @@ class Learner:
         """One persistent loader per split; the batch sampler picks each epoch's order."""
         if split not in self._loaders:
             part: Split = getattr(self.data, split)
-            tf = train_transform(self.aug) if split == "train" else eval_transform(self.cfg.size)
+            tf = train_transform(self.aug) if split == "train" else eval_transform(self.cfg.eval_size)
             batches = EpochBatches(len(part), self.cfg.bs, self.cfg.seed, shuffle=split == "train")
             ds = ImageDataset(part.source, part.labels, tf)
             self._loaders[split] = (make_loader(ds, batches, self.cfg.workers, self.device), batches)
@@ -227,7 +227,7 @@ class Learner:
             for c in range(k):
                 items = [(i, derive_seed(self.cfg.seed, "precompute", c, i)) for i in range(len(train))]
                 copies.append(self._features_of(ds, items, f"precomputing features {c + 1}/{k}"))
-            vds = ImageDataset(self.data.valid.source, self.data.valid.labels, eval_transform(self.cfg.size))
+            vds = ImageDataset(self.data.valid.source, self.data.valid.labels, eval_transform(self.cfg.eval_size))
             valid = self._features_of(vds, [(i, None) for i in range(len(self.data.valid))], "precomputing validation features")
             self._features = (torch.stack(copies), valid)
         return self._features
