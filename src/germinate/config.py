@@ -85,8 +85,19 @@ class TrainConfig:
 
     @property
     def cache_px(self) -> int:
-        """Side of the square images kept in the cache."""
-        return max(self.size, self.eval_size, round(self.size * self.cache_margin))
+        """Side of the square training images kept in the cache."""
+        return max(self.size, round(self.size * self.cache_margin))
+
+    @property
+    def eval_cache_px(self) -> int:
+        """Side of the cached images the model is evaluated (and later used) on.
+
+        Larger than the evaluation size, so evaluation images are downsampled as training crops
+        are: an image upsampled straight to the evaluation size is sharper than anything the
+        network trained on (measured at 160 px: micro-F1 0.942 from a 160 px source, 0.952 to
+        0.955 from 176, 192 or 240 px sources, same weights).
+        """
+        return round(self.eval_size * 1.2)
 
     def unfrozen_epochs(self) -> float:
         """Epochs of the unfrozen stage."""

@@ -50,7 +50,7 @@ def load_data(cfg: TrainConfig, reporter: Reporter) -> DataBundle:
     """The run's data, with a one-line summary and a warning for anything skipped."""
     data = load_folder(
         cfg.train_dir, cfg.cache_px, cfg.valid_pct, cfg.valid_dir, cfg.limit_per_class, cfg.seed,
-        cfg.cache_dir, cfg.use_cache, reporter,
+        cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px,
     )
     if data.skipped:
         reporter.warn(f"skipped {len(data.skipped)} file(s) that are not usable images (listed in skipped.csv)")

@@ -70,6 +70,15 @@ def test_unreadable_images_are_skipped_at_load(labelled: Path):
     assert len(data.train) + len(data.valid) == 36
 
 
+def test_validation_images_are_decoded_at_their_own_size_with_the_same_split(labelled: Path):
+    same = load_folder(labelled, 32, valid_pct=0.25, seed=1)
+    own = load_folder(labelled, 32, valid_pct=0.25, seed=1, valid_px=48)
+    assert own.valid.files == same.valid.files and list(own.valid.labels) == list(same.valid.labels)
+    assert own.train.files == same.train.files
+    assert tuple(own.train.source.get(0).shape[-2:]) == (32, 32)
+    assert tuple(own.valid.source.get(0).shape[-2:]) == (48, 48)
+
+
 def test_nested_folders_and_symlinks(labelled: Path, tmp_path: Path):
     rng = np.random.default_rng(0)
     nested = labelled / "Red leaf" / "batch 2" / "deeper"

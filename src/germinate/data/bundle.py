@@ -63,8 +63,14 @@ def load_folder(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     reporter: Reporter = SILENT,
+    valid_px: int | None = None,
 ) -> DataBundle:
-    """Scan, check and decode a labelled folder; split it (stratified, seeded) unless `valid_dir`."""
+    """Scan, check and decode a labelled folder; split it (stratified, seeded) unless `valid_dir`.
+
+    Training images are decoded at `px`, validation images at `valid_px` (default `px`): the
+    model is evaluated at another size than it trains at, from a source of its own.
+    """
+    valid_px = valid_px or px
     items = scan_labelled(train_dir)
     skipped = list(items.skipped)
     if limit:
@@ -74,12 +80,15 @@ def load_folder(
     if valid_dir is None:
         train_idx, valid_idx = stratified_split(train.labels, valid_pct, seed)
         train, valid = _take(train, train_idx), _take(train, valid_idx)
+        if valid_px != px:
+            valid, bad = decode_split(ImageList(valid.files, valid.labels, items.classes), valid_px, cache_dir, use_cache, reporter)
+            skipped += bad  # only a file changed since it was first read
     else:
         vitems = scan_labelled(valid_dir, classes=items.classes)
         skipped += vitems.skipped
         if limit:
             vitems = vitems.subset(limit_per_class(vitems.labels, limit, seed))
-        valid, bad = decode_split(vitems, px, cache_dir, use_cache, reporter)
+        valid, bad = decode_split(vitems, valid_px, cache_dir, use_cache, reporter)
         skipped += bad
     bundle = DataBundle(items.classes, train, valid, skipped)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
