@@ -69,7 +69,8 @@ def run(args: list[str]) -> tuple[int, str]:
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = germinate(args)
     lines = [x for x in err.getvalue().splitlines() if x.strip()]
-    return code, lines[-1] if lines else ""
+    warned = [x for x in lines if "could not be read" in x]  # predict's warning says more than its last line
+    return code, (warned or lines or [""])[-1]
 
 
 def main() -> int:
