@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,18 @@ from germinate.evaluate.predict import (
 )
 from germinate.models.export import load_model
 from germinate.ui import SILENT, Reporter
-from germinate.utils import atomic_path, resolve_device
+from germinate.utils import resolve_device, write_csv_atomic
+
+
+def _predict_files(nets, info, files, where, tta, bs, device, cache_dir, use_cache, reporter):
+    """Decode `files` as the model was validated (skipping unreadable ones) and predict every
+    TTA view: (decoded images, views, probabilities per view). None readable is a user error."""
+    decoded = decode_images(files, info.source_px, cache_dir, use_cache, reporter=reporter)
+    if len(decoded.ok) == 0:
+        raise GerminateError(f"none of the {len(files)} images in {str(where)!r} could be read")
+    views = tta_views(info.flip, tta)
+    probs = predict_views(nets, decoded.source, info, views, bs, resolve_device(device), reporter)
+    return decoded, views, probs
 
 
 def predict_folder(
@@ -42,13 +52,10 @@ def predict_folder(
     """
     nets, info = load_model(run_dir, snapshots=True)
     items = scan_unlabelled(images_dir)
-    decoded = decode_images(items.files, info.source_px, cache_dir, use_cache, reporter=reporter)
+    decoded, views, probs = _predict_files(nets, info, items.files, images_dir, tta, bs, device, cache_dir, use_cache, reporter)
+    probs = probs.mean(0)
     skipped = items.skipped + decoded.skipped
-    if len(decoded.ok) == 0:
-        raise GerminateError(f"none of the {len(items)} images in {str(images_dir)!r} could be read")
     files = [items.files[i] for i in decoded.ok]
-    views = tta_views(info.flip, tta)
-    probs = predict_views(nets, decoded.source, info, views, bs, resolve_device(device), reporter).mean(0)
     if submission is not None:
         write_submission(submission, files, info.classes, probs)
         if skipped:
@@ -63,10 +70,7 @@ def predict_folder(
 
 def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str]) -> None:
     """Rows: actual class; columns: predicted class."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["actual \\ predicted", *classes])
-        w.writerows([c, *row] for c, row in zip(classes, cm.tolist()))
+    write_csv_atomic(path, ["actual \\ predicted", *classes], ([c, *row] for c, row in zip(classes, cm.tolist())))
 
 
 def evaluate_folder(
@@ -89,12 +93,10 @@ def evaluate_folder(
         reporter.warn(f"classes the model does not know were left out: {', '.join(unknown)}")
     if len(items) == 0:
         raise GerminateError(f"{str(labelled_dir)!r} has no images in any of the model's classes ({', '.join(info.classes)})")
-    decoded = decode_images(items.files, info.source_px, cache_dir, use_cache, reporter=reporter)
+    decoded, views, probs = _predict_files(nets, info, items.files, labelled_dir, tta, bs, device, cache_dir, use_cache, reporter)
     if decoded.skipped:
         reporter.warn(f"{len(decoded.skipped)} unreadable image(s) were left out")
     labels = items.labels[decoded.ok]
-    views = tta_views(info.flip, tta)
-    probs = predict_views(nets, decoded.source, info, views, bs, resolve_device(device), reporter)
     plain = M.full_report(labels, probs[0], info.classes)
     result = {**M.full_report(labels, probs.mean(0), info.classes), "tta_views": len(views), "plain": plain}
     out = Path(out_dir) if out_dir else Path(run_dir) / f"eval-{Path(labelled_dir).resolve().name}"

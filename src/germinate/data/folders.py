@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 
 from germinate.data.images import is_image_name
 from germinate.errors import GerminateError
-from germinate.utils import atomic_path
+from germinate.utils import write_csv_atomic
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,4 @@ def limit_per_class(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def write_skipped(path: str | os.PathLike, skipped: list[Skipped]) -> None:
     """Write `path,reason` rows (always, even when empty, so its absence never means 'unknown')."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "reason"])
-        w.writerows((s.path, s.reason) for s in skipped)
+    write_csv_atomic(path, ["path", "reason"], ((s.path, s.reason) for s in skipped))

@@ -8,7 +8,6 @@ views and over snapshot models.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from germinate.data.loaders import ImageDataset
 from germinate.models.export import ModelInfo
 from germinate.models.network import Network
 from germinate.ui import SILENT, Reporter
-from germinate.utils import atomic_path, bf16_is_fast, derive_seed
+from germinate.utils import bf16_is_fast, derive_seed, write_csv_atomic
 
 TTA_SEED = 1234
 
@@ -95,16 +94,9 @@ def predict_views(
 
 def write_submission(path: str | Path, files: Sequence[Path], classes: Sequence[str], probs: np.ndarray) -> None:
     """Kaggle's format: `file,species`, one row per image, names exactly as on disk."""
-    preds = probs.argmax(1)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["file", "species"])
-        w.writerows((Path(p).name, classes[c]) for p, c in zip(files, preds))
+    write_csv_atomic(path, ["file", "species"], ((Path(p).name, classes[c]) for p, c in zip(files, probs.argmax(1))))
 
 
 def write_probs(path: str | Path, files: Sequence[Path], classes: Sequence[str], probs: np.ndarray) -> None:
     """One row per image: the file name, then one probability column per class."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["file", *classes])
-        w.writerows([Path(p).name, *(f"{x:.6f}" for x in row)] for p, row in zip(files, probs))
+    write_csv_atomic(path, ["file", *classes], ([Path(p).name, *(f"{x:.6f}" for x in row)] for p, row in zip(files, probs)))

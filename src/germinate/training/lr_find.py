@@ -8,7 +8,6 @@ still settling), so that NaN tails and early spikes never break a rule.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from germinate.errors import GerminateError
-from germinate.utils import atomic_path
+from germinate.utils import write_csv_atomic
 
 MIN_POINTS = 5  # fewer usable points than this cannot show a valley
 WINDOW_DECADES = 3.0  # the rules look this far below the end of the curve (where it blew up)
@@ -193,10 +192,8 @@ class LRFindResult:
 
     def to_csv(self, path: str | Path) -> None:
         """Write `lr,loss,smoothed_loss`."""
-        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["lr", "loss", "smoothed_loss"])
-            w.writerows((f"{a:.6g}", f"{b:.6g}", f"{c:.6g}") for a, b, c in zip(self.lrs, self.losses, self.smoothed))
+        rows = ((f"{a:.6g}", f"{b:.6g}", f"{c:.6g}") for a, b, c in zip(self.lrs, self.losses, self.smoothed))
+        write_csv_atomic(path, ["lr", "loss", "smoothed_loss"], rows)
 
     def plot(self, path: str | Path, title: str = "LR range test") -> None:
         """Loss against LR on a log axis, the suggestion marked."""
