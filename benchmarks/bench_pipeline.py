@@ -38,10 +38,10 @@ def learner(train_dir: Path, cache: Path, args, **kw):
 
 def train_epoch_seconds(learn, epochs: int = 1) -> float:
     """Seconds per training epoch (no validation), whole network unfrozen, at a fixed LR."""
-    from germinate.training.learner import Stage
+    from germinate.training.plan import Stage
 
     learn.unfreeze()
-    stage = Stage("bench", frozen=False, schedule="flat", epochs=epochs, lrs=[1e-4] * 3)
+    stage = Stage("bench", 0, schedule="flat", epochs=epochs, lrs=(1e-4,) * 3)
     sched = stage.make_schedule(learn.steps_per_epoch())
     learn.plan, learn.pos.stage = [stage], 0
     start = time.perf_counter()
@@ -93,11 +93,11 @@ def fastai_epoch_seconds(train_dir: Path, args) -> tuple[float, int] | None:
 
 def frozen_stage_seconds(learn, epochs: int, precompute: bool) -> float:
     """The head-only stage of `epochs` epochs, with or without precomputed features."""
-    from germinate.training.learner import Stage
+    from germinate.training.plan import Stage
 
     learn._features = None
     learn.freeze()
-    stage = Stage("head", frozen=True, schedule="cosine", epochs=epochs, lrs=[1e-3] * 3, precompute=precompute)
+    stage = Stage("head", 2, schedule="cosine", epochs=epochs, lrs=(1e-3,) * 3, precompute=precompute)
     learn.plan, learn.pos = [stage], type(learn.pos)()
     start = time.perf_counter()
     learn.fit_stage(stage)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from germinate.cli import main
 
 TINY = ["--size", "32", "--bs", "8", "--freeze-epochs", "1", "--cycles", "1", "--precompute-augs", "1", "--quiet"]
@@ -47,8 +49,8 @@ def test_train_error_paths(tmp_path: Path, labelled: Path, unlabelled: Path, cap
         (["train", unlabelled, "--out", tmp_path / "r2"], ["no class subfolders", "unlabelled folder"]),
         (["train", labelled, "--out", tmp_path / "r3", "--arch", "nonet"], ["Invalid arch 'nonet'"]),
         (["train", labelled, "--out", tmp_path / "r4", "--flip", "sideways"], ["Invalid --flip 'sideways'"]),
-        (["train", labelled, "--out", tmp_path / "r5", "--size", "abc"], ["invalid int value"]),
-        (["train", labelled, "--out", tmp_path / "r6", "--lr", "-1"], ["must be positive"]),
+        (["train", labelled, "--out", tmp_path / "r5", "--size", "abc"], ["expected an integer"]),
+        (["train", labelled, "--out", tmp_path / "r6", "--lr", "-1"], ["must be a positive number or auto"]),
         (["train", labelled, "--out", tmp_path / "r7", "--lrs", "1e-3,1e-2"], ["--lrs takes three"]),
         (["train", labelled], ["--out RUN_DIR"]),
         (["train", "--resume", tmp_path], ["config.json is missing"]),
@@ -166,3 +168,138 @@ def test_file_names_with_spaces_and_non_ascii_are_kept_exactly(tmp_path: Path, t
     assert code == 0, err
     rows = list(csv.reader(open(sub, encoding="utf-8")))
     assert sorted(r[0] for r in rows[1:]) == sorted(names)
+
+
+BAD_VALUES = [
+    (["--tta", "-1"], "--tta: must be an integer in [0, 64], got -1"),
+    (["--dropout", "1.5"], "--dropout: must be a number in [0, 1), got 1.5"),
+    (["--wd", "-0.1"], "--wd: must be a number in [0, 1]"),
+    (["--label-smoothing", "1"], "--label-smoothing: must be a number in [0, 1)"),
+    (["--hidden", "-3"], "--hidden: must be an integer >= 0"),
+    (["--max-lighting", "2"], "--max-lighting: must be a number in [0, 1)"),
+    (["--size", "8"], "--size: must be an integer in [16, 4096]"),
+    (["--test-size", "0"], "--test-size: must be an integer in [16, 4096]"),
+    (["--epochs", "-2"], "--epochs: must be an integer >= 0"),
+    (["--lr-ratio", "0.5"], "--lr-ratio: must be a number in [1, 1000]"),
+    (["--cycles", "-1"], "--cycles: must be an integer >= 0"),
+    (["--min-scale", "0"], "--min-scale: must be a number in (0, 1]"),
+    (["--warmup-pct", "1"], "--warmup-pct: must be a number in [0, 1)"),
+    (["--bs", "1"], "--bs: must be an integer >= 2"),
+    (["--dropout", "nan"], "--dropout: must be a number in [0, 1)"),
+]
+
+
+def test_every_numeric_option_is_checked_at_parse_time(tmp_path: Path, labelled: Path, capsys):
+    for flags, message in BAD_VALUES:
+        code, _, err = run_cli(["train", labelled, "--out", tmp_path / "r", *flags], capsys)
+        assert_one_line_error(code, err, message)
+        assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_predict_and_evaluate_refuse_a_negative_tta(tiny_run: Path, unlabelled: Path, labelled: Path, tmp_path: Path, capsys):
+    for cmd, folder in (("predict", unlabelled), ("evaluate", labelled)):
+        code, _, err = run_cli([cmd, tiny_run, folder, "--tta", "-1"], capsys)
+        assert_one_line_error(code, err, "--tta: must be an integer in [0, 64], got -1")
+    code, _, err = run_cli(["predict", tiny_run, unlabelled, "--bs", "0"], capsys)
+    assert_one_line_error(code, err, "--bs: must be an integer in [1, 4096]")
+
+
+def test_epochs_works_with_the_default_sgdr_schedule(tmp_path: Path, labelled: Path, capsys):
+    run = tmp_path / "run"
+    args = ["train", labelled, "--out", run, "--size", "32", "--bs", "8", "--freeze-epochs", "1", "--epochs", "3",
+            "--lr", "1e-3"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "stage unfrozen (whole network): 3 epoch(s), SGDR, 2 cycle(s) of 1, 2 epoch(s)" in err  # the plan, printed
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["stage"] for r in rows] == ["head", "unfrozen", "unfrozen", "unfrozen"]
+    plan = json.loads((run / "config.json").read_text())["plan"]
+    assert (plan[1]["cycles"], plan[1]["cycle_len"], plan[1]["cycle_mult"]) == (2, 1, 2)
+
+
+def _stale_run(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run with a stale snapshot, as an older run would leave."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    (old / "snapshot-9.safetensors").write_bytes((old / "model.safetensors").read_bytes())
+    (old / "eval-x").mkdir()
+    (old / "eval-x" / "confusion.csv").write_text("a\n")
+    return old
+
+
+def test_overwrite_leaves_only_the_new_runs_files(tiny_run: Path, labelled: Path, tmp_path: Path, capsys):
+    old = _stale_run(tiny_run, tmp_path)
+    code, _, err = run_cli(["train", labelled, "--out", old, *TINY, "--freeze-epochs", "0", "--overwrite"], capsys)
+    assert code == 0, err
+    assert not list(old.glob("snapshot-*")) and not (old / "eval-x").exists()
+    assert not (old / "lr_find_head.png").exists()  # this run had no head stage: the old picture is gone
+    assert [r["stage"] for r in csv.DictReader(open(old / "metrics.csv"))] == ["unfrozen"]
+
+
+def test_overwrite_refuses_a_folder_with_files_germinate_did_not_write(tiny_run: Path, labelled: Path, tmp_path: Path, capsys):
+    old = _stale_run(tiny_run, tmp_path)
+    (old / "my notes.txt").write_text("keep me")
+    before = sorted(p.name for p in old.rglob("*"))
+    code, _, err = run_cli(["train", labelled, "--out", old, *TINY, "--overwrite"], capsys)
+    assert_one_line_error(code, err, "--overwrite refused", "'my notes.txt'")
+    assert sorted(p.name for p in old.rglob("*")) == before and (old / "my notes.txt").read_text() == "keep me"
+
+
+def test_out_pointing_at_a_folder_that_is_not_a_run_is_refused(labelled: Path, tmp_path: Path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "holiday.jpg").write_bytes(b"x")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run_cli(["train", labelled, "--out", folder, *TINY, *extra], capsys)
+        assert_one_line_error(code, err, "is not empty and holds no germinate run")
+    assert [p.name for p in folder.iterdir()] == ["holiday.jpg"]
+
+
+def test_resume_refuses_flags_it_would_ignore(tmp_path: Path, capsys):
+    for flags, fragment in ((["--size", "64"], "--size cannot change"), (["--lr", "1e-2", "--tta", "2"], "--lr, --tta cannot change"),
+                            (["--out", tmp_path / "x"], "drop --out")):
+        code, _, err = run_cli(["train", "--resume", tmp_path, *flags], capsys)
+        assert_one_line_error(code, err, fragment)
+
+
+def test_lr_find_prints_the_lr_that_auto_trains_with(tmp_path: Path, labelled: Path, capsys):
+    common = ["--size", "32", "--bs", "4", "--seed", "3", "--quiet"]
+    code, out, err = run_cli(["lr-find", labelled, "--out", tmp_path / "lr", "--unfrozen", *common], capsys)
+    assert code == 0, err
+    printed = float(out.strip().splitlines()[-1])
+    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert printed == pytest.approx(saved["suggestion"], rel=1e-5)
+    # The curve's reading goes to the early body; the printed LR is the head's, r^2 = 9 times more.
+    assert saved["suggestion"] == pytest.approx(saved["curve_suggestion"] * 9, rel=5e-3)  # to 3 digits
+    from germinate.training.lr_find import suggest
+
+    rows = list(csv.DictReader(open(tmp_path / "lr" / "lr_find.csv")))
+    lrs, losses = [float(r["lr"]) for r in rows], [float(r["loss"]) for r in rows]
+    assert suggest(lrs, losses, "valley") * 9 == pytest.approx(printed, rel=6e-3)
+    # Auto, on the same data and seed, puts exactly that LR on the head of the unfrozen stage...
+    stage = ["--freeze-epochs", "0", "--epochs", "1"]
+    code, _, err = run_cli(["train", labelled, "--out", tmp_path / "auto", *common, *stage], capsys)
+    assert code == 0, err
+    auto = json.loads((tmp_path / "auto" / "config.json").read_text())["plan"][0]["lrs"]
+    assert auto[2] == printed
+    # ...and the printed number given back as --lr trains with the same LRs.
+    code, _, err = run_cli(["train", labelled, "--out", tmp_path / "given", *common, *stage, "--lr", str(printed)], capsys)
+    assert code == 0, err
+    given = json.loads((tmp_path / "given" / "config.json").read_text())["plan"][0]["lrs"]
+    assert given == auto
+    assert (tmp_path / "auto" / "metrics.csv").read_text() == (tmp_path / "given" / "metrics.csv").read_text()
+
+
+def test_cache_info_and_clear(tmp_path: Path, labelled: Path, capsys):
+    from germinate.data.cache import decode_images
+    from germinate.data.folders import scan_labelled
+
+    decode_images(scan_labelled(labelled).files, 24, tmp_path / "c", workers=1)
+    code, out, _ = run_cli(["cache", "--info", "--cache-dir", tmp_path / "c"], capsys)
+    assert code == 0 and "24 px" in out and "36 images" in out
+    code, out, _ = run_cli(["cache", "--clear", "--cache-dir", tmp_path / "c"], capsys)
+    assert code == 0 and "removed 1 cached size(s)" in out
+    code, out, _ = run_cli(["cache", "--info", "--cache-dir", tmp_path / "c"], capsys)
+    assert "0.0 MiB in 0 size(s)" in out

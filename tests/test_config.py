@@ -19,3 +19,60 @@ def test_test_size_defaults_to_a_quarter_more_than_the_training_size_and_the_cac
 def test_a_tiny_test_size_is_refused():
     with pytest.raises(GerminateError, match="--test-size"):
         TrainConfig(size=64, test_size=8).validate()
+
+
+# ---- one source of truth ------------------------------------------------------------------------
+import dataclasses  # noqa: E402
+import shlex  # noqa: E402
+
+from germinate.cli import _config_from, build_parser  # noqa: E402
+from germinate.config import cli_fields, flag_of  # noqa: E402
+
+
+def _parse_command(command: str) -> TrainConfig:
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    return _config_from(args)
+
+
+def _everything_changed() -> TrainConfig:
+    """A config with every setting away from its default (and valid)."""
+    return TrainConfig(
+        train_dir="/data/seed lings/train", valid_dir="/data/valid", valid_pct=0.2, limit_per_class=7, size=96,
+        test_size=120, cache_margin=1.5, cache_dir="/tmp/a cache", use_cache=False, workers=3, flip="side-on",
+        min_scale=0.5, max_rotate=20.0, max_lighting=0.1, arch="resnet18", pretrained=False, weights="/w.safetensors",
+        hidden=0, dropout=0.25, bs=16, opt="sgd", wd=0.001, momentum=0.8, label_smoothing=0.1, lr=0.003,
+        lrs=[1e-4, 3e-4, 1e-3], lr_ratio=2.5, suggest="steepest", freeze_epochs=3, schedule="cosine", epochs=5,
+        cycles=3, cycle_len=2, cycle_mult=3, warmup_pct=0.1, precompute="off", precompute_augs=2,
+        snapshot_ensemble=True, tta=3, seed=7, device="cpu", amp="off", channels_last="off", quiet=True,
+    )
+
+
+def test_every_field_is_changed_by_the_round_trip_fixture():
+    changed, default = _everything_changed(), TrainConfig()
+    same = [f.name for f in dataclasses.fields(TrainConfig)
+            if getattr(changed, f.name) == getattr(default, f.name) and f.name != "valid_pct"]
+    assert same == []  # valid_pct stays: --valid and --valid-pct exclude each other
+
+
+@pytest.mark.parametrize("cfg", [TrainConfig(train_dir="/data/train"), _everything_changed()], ids=["default", "all-changed"])
+def test_the_recorded_command_parses_back_to_the_same_config(cfg: TrainConfig):
+    assert _parse_command(cfg.command("/runs/x")) == cfg
+
+
+def test_every_numeric_option_has_a_range_and_the_help_quotes_the_real_default():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    flat = " ".join(help_text.split())
+    for f in cli_fields():
+        if f.metadata["kind"] in ("int", "float"):
+            assert f.metadata["bound"] is not None, f.name
+        default = f.metadata["default_text"] or (f.default if f.default is not None else "none")
+        assert f"(default: {default})" in flat, (f.name, default)
+        assert flag_of(f) in flat
+
+
+@pytest.mark.parametrize("name,value", [("tta", -1), ("dropout", 1.0), ("wd", -0.1), ("label_smoothing", 1.0),
+                                        ("hidden", -3), ("max_lighting", 2.0), ("size", 8), ("epochs", -1),
+                                        ("lr_ratio", 0.5), ("cycle_mult", 0), ("min_scale", 0.0), ("bs", 1)])
+def test_the_python_api_checks_the_same_ranges(name: str, value):
+    with pytest.raises(GerminateError, match="must be"):
+        TrainConfig(**{name: value}).validate()

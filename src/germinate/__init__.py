@@ -16,7 +16,7 @@ _API = {
     "resume": "germinate.recipe",
     "create_learner": "germinate.recipe",
     "Learner": "germinate.training.learner",
-    "Stage": "germinate.training.learner",
+    "Stage": "germinate.training.plan",
     "LRFindResult": "germinate.training.lr_find",
     "Schedule": "germinate.training.schedule",
     "predict_folder": "germinate.inference",

@@ -11,14 +11,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from germinate._version import __version__
-from germinate.config import TrainConfig
+from germinate.config import TrainConfig, cli_fields, flag_of
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -35,13 +37,18 @@ class Parser(argparse.ArgumentParser):
 def _lr(text: str) -> float | str:
     if text == "auto":
         return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    value = _number(text, float)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number or auto, got {text}")
     return value
+
+
+def _number(text: str, kind: type) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
 
 
 def _floats(text: str) -> list[float]:
@@ -51,65 +58,56 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _on_off(text: str) -> str:
-    if text not in ("auto", "on", "off"):
-        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
-    return text
+def value_parser(f: dataclasses.Field) -> Callable[[str], object]:
+    """A function that parses and checks one command-line value of config field `f`, so that a
+    value out of range is a one-line usage error at parse time."""
+    from germinate.config import check_value
+
+    kind = f.metadata["kind"]
+
+    def parse(text: str) -> object:
+        if kind == "lr":
+            return _lr(text)
+        if kind == "floats":
+            value = _floats(text)
+        elif kind in ("int", "float"):
+            value = _number(text, int if kind == "int" else float)
+        else:
+            value = text
+        problem = check_value(f, value)
+        if problem:  # argparse puts "argument --flag: " before it
+            raise argparse.ArgumentTypeError(problem if problem.startswith("Invalid") else problem.split(" ", 1)[1])
+        return value
+
+    return parse
 
 
-def _data_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()  # help texts quote the real defaults
-    g = p.add_argument_group("data")
-    g.add_argument("--size", type=int, help=f"training image size in pixels (default {d.size})")
-    g.add_argument("--test-size", type=int, metavar="PX", help="size the model is validated and used at (default: 1.25 x --size)")
-    g.add_argument("--bs", type=int, help=f"batch size (default {d.bs})")
-    g.add_argument("--limit-per-class", type=int, metavar="K", help="use at most K images per class (quick runs)")
-    g.add_argument("--seed", type=int, help=f"random seed (default {d.seed}); the same seed repeats a run exactly")
-    g.add_argument("--workers", type=int, help="data-loading processes; 0 loads in the main process (default)")
-    g.add_argument("--cache-dir", help="where decoded images are cached (default ~/.cache/germinate)")
-    g.add_argument("--no-cache", dest="use_cache", action="store_false", default=None, help="decode images from their files every epoch")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: CUDA when available")
-    g.add_argument("--arch", help="backbone (default efficientnet_lite0, offline); resnet18..152 or any timm name")
-    g.add_argument("--weights", metavar="FILE", help="pretrained backbone weights (safetensors or state dict)")
-    g.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None, help="train from scratch")
-    g.add_argument("--flip", help="augmentation policy: top-down (default), side-on or none")
-    g.add_argument("--quiet", action="store_true", default=None, help="no progress bars or tables")
+def _help(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    default = meta["default_text"] or (f.default if f.default is not None else "none")
+    return f"{meta['help']} (default: {default})"
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    _data_args(p)
-    d = TrainConfig()
-    g = p.add_argument_group("validation")
-    v = g.add_mutually_exclusive_group()
-    v.add_argument("--valid-pct", type=float, help=f"fraction held out for validation, stratified (default {d.valid_pct})")
-    v.add_argument("--valid", dest="valid_dir", metavar="DIR", help="a labelled folder to validate on instead")
-    g = p.add_argument_group("recipe")
-    g.add_argument("--lr", type=_lr, help="peak LR, or auto (default): the LR range test before each stage")
-    g.add_argument("--lrs", type=_floats, help="peak LRs of the unfrozen stage per group: early,late,head")
-    g.add_argument("--lr-ratio", type=float, help=f"differential LRs: [lr/r^2, lr/r, lr] (default {d.lr_ratio:g})")
-    g.add_argument("--suggest", choices=["valley", "minimum", "steepest"], help="range-test rule (default valley)")
-    g.add_argument("--freeze-epochs", "--head-cycles", dest="freeze_epochs", type=int, help="head-only epochs (one-epoch SGDR cycles); "
-                   f"0 skips (default {d.freeze_epochs})")
-    g.add_argument("--schedule", choices=["sgdr", "cosine", "onecycle", "flat"], help="LR schedule (default sgdr)")
-    g.add_argument("--epochs", type=int, help="unfrozen epochs for cosine/onecycle/flat (default 7); 0 skips")
-    g.add_argument("--cycles", type=int, help=f"SGDR cycles in the unfrozen stage (default {d.cycles}: {d.unfrozen_epochs():g} epochs); 0 skips")
-    g.add_argument("--cycle-len", type=int, help=f"epochs in the first SGDR cycle (default {d.cycle_len})")
-    g.add_argument("--cycle-mult", type=int, help=f"each SGDR cycle is this many times longer (default {d.cycle_mult})")
-    g.add_argument("--warmup-pct", type=float, help="linear warm-up at the start of each stage (default 0)")
-    g.add_argument("--opt", choices=["adamw", "sgd"], help="optimizer (default adamw)")
-    g.add_argument("--wd", type=float, help=f"weight decay (default {d.wd:g})")
-    g.add_argument("--label-smoothing", type=float, help=f"label smoothing (default {d.label_smoothing:g})")
-    g.add_argument("--dropout", type=float, help=f"head dropout (default {d.dropout:g}; the first layer gets half)")
-    g.add_argument("--hidden", type=int, help=f"head hidden units (default {d.hidden}; 0: a single linear layer)")
-    g.add_argument("--min-scale", type=float, help=f"smallest random crop, as a fraction of the image area (default {d.min_scale:g})")
-    g.add_argument("--max-rotate", type=float, help=f"largest random rotation in degrees, corners reflected (default {d.max_rotate:g})")
-    g.add_argument("--max-lighting", type=float, help=f"largest brightness/contrast change, as a fraction (default {d.max_lighting:g})")
-    g.add_argument("--precompute", type=_on_off, help="head stage on precomputed features: auto (default), on, off")
-    g.add_argument("--precompute-augs", type=int, metavar="K", help=f"augmented copies to precompute (default {d.precompute_augs})")
-    g.add_argument("--snapshot-ensemble", action="store_true", default=None, help="average the models at each SGDR cycle end")
-    g.add_argument("--tta", type=int, metavar="N", help="TTA views besides the plain one for the final evaluation")
-    g.add_argument("--amp", type=_on_off, help="bfloat16 autocast: auto (CUDA only), on, off")
-    g.add_argument("--channels-last", type=_on_off, help="NHWC memory layout: auto (on), on, off")
+def add_config_options(p: argparse.ArgumentParser, groups: tuple[str, ...] | None = None) -> None:
+    """One option per TrainConfig field (of `groups`, or all), its help, default and check taken
+    from the field. Every option defaults to None: "not given", so the config's default applies."""
+    sections: dict[str, argparse._ArgumentGroup] = {}
+    for f in cli_fields():
+        group = f.metadata["group"]
+        if groups is not None and group not in groups:
+            continue
+        g = sections.setdefault(group, p.add_argument_group(group))
+        flags = f.metadata["flags"] or (flag_of(f),)
+        if f.metadata["kind"] == "bool":
+            g.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=_help(f))
+            continue
+        choices = f.metadata["choices"]
+        metavar = f.metadata["metavar"] or ("{" + ",".join(choices) + "}" if choices else f.name.upper())
+        g.add_argument(*flags, dest=f.name, type=value_parser(f), default=None, metavar=metavar, help=_help(f))
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,23 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train with the recipe and write a run folder")
     p.add_argument("train_dir", nargs="?", metavar="TRAIN_DIR", help="labelled folder: TRAIN_DIR/<class>/<image>")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to write")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="write over an existing run folder")
-    _train_args(p)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (--device, --workers may change)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (only files germinate wrote)")
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars or tables")
+    add_config_options(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("lr-find", help="run the LR range test and suggest a learning rate")
+    p = sub.add_parser("lr-find", help="run the LR range test and print the LR to train with")
     p.add_argument("train_dir", metavar="TRAIN_DIR")
-    p.add_argument("--out", metavar="DIR", required=True, help="folder for lr_find.png and lr_find.csv")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for lr_find.png, .csv and .json")
     p.add_argument("--start", type=float, default=1e-7, help="first LR (default 1e-7)")
     p.add_argument("--end", type=float, default=10.0, help="last LR (default 10)")
     p.add_argument("--steps", type=int, default=100, help="mini-batches (default 100)")
     p.add_argument("--stop-div", type=float, default=4.0, help="stop once the smoothed loss passes this times its minimum (default 4)")
     p.add_argument("--unfrozen", action="store_true", help="test the whole network instead of the head")
     p.add_argument("--probe", type=int, default=64, help="loss measured on a fixed batch of N training images after each step (default 64); 0: each step's own batch")
-    p.add_argument("--suggest", choices=["valley", "minimum", "steepest"], default="valley")
-    p.add_argument("--valid-pct", type=float)
-    _data_args(p)
+    p.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    add_config_options(p)
     p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("predict", help="predict a folder of images; write a Kaggle submission")
@@ -159,36 +157,82 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show-batch", help="draw a grid of augmented training images")
     p.add_argument("train_dir", metavar="TRAIN_DIR")
     p.add_argument("--out", metavar="PNG", default="batch.png")
-    p.add_argument("--flip", default="top-down", help="top-down (default), side-on or none")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--min-scale", type=float)
-    p.add_argument("--max-rotate", type=float)
-    p.add_argument("--max-lighting", type=float)
-    p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir")
+    p.add_argument("--n", type=_count(1, 256), default=16, help="number of images (default 16)")
+    add_config_options(p, ("augmentation",))
+    for name in ("size", "seed", "cache_dir"):
+        f = _field(name)
+        p.add_argument(flag_of(f), dest=name, type=value_parser(f), default=None, help=_help(f))
     p.set_defaults(func=cmd_show_batch)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html again")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("serve", help="serve a trained model: HTTP API and an upload page")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_count(0, 65535), default=8000, help="port (default 8000)")
+    p.add_argument("--tta", type=value_parser(_field("tta")), metavar="N",
+                   help="TTA views besides the plain one, up to the flip policy's fixed views (default: all of them)")
+    p.add_argument("--max-batch", type=_count(1, 1024), default=32, help="images classified together at most (default 32)")
+    p.add_argument("--max-wait-ms", type=_count(0, 1000), default=5, help="how long a batch waits for more images (default 5)")
+    p.add_argument("--max-bytes", type=_count(1), default=10 * 2**20, help="largest image file accepted, in bytes (default 10 MiB)")
+    p.add_argument("--max-pixels", type=_count(1), default=40_000_000, help="largest image accepted, in pixels (default 40 M)")
+    p.add_argument("--max-files", type=_count(1, 1024), default=16, help="images per request at most (default 16)")
+    p.add_argument("--onnx", metavar="FILE", help="answer with ONNX Runtime and this export instead of PyTorch")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export a trained model (ONNX)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--onnx", metavar="FILE", required=True, help="ONNX file to write (uint8 images in, probabilities out)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("cache", help="show or clear the decoded-image cache")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--info", action="store_true", help="sizes and images per resolution")
+    what.add_argument("--clear", action="store_true", help="delete every cached image")
+    p.add_argument("--cache-dir", metavar="DIR", help="the cache folder (default: $GERMINATE_CACHE or ~/.cache/germinate)")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 
+def _count(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    from germinate.config import Bound
+
+    bound = Bound(lo, hi, integer=True)
+
+    def parse(text: str) -> int:
+        value = _number(text, int)
+        if not bound.ok(value):
+            raise argparse.ArgumentTypeError(f"must be {bound.describe()}, got {text}")
+        return int(value)
+
+    return parse
+
+
 def _inference_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tta", type=int, metavar="N", help="views besides the plain one (default: all the flip policy allows; 0: none)")
-    p.add_argument("--bs", type=int, default=64)
+    tta = _field("tta")
+    p.add_argument("--tta", type=value_parser(tta), metavar="N", help="views besides the plain one (default: all the flip policy allows; 0: none)")
+    p.add_argument("--bs", type=_count(1, 4096), default=64, help="images per batch (default 64)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--cache-dir")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", default=True)
     p.add_argument("--quiet", action="store_true")
 
 
-def _config_from(args: argparse.Namespace):
-    from dataclasses import fields
+def _given(args: argparse.Namespace) -> dict:
+    """The config settings given on the command line (everything not given is None)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
-    names = {f.name for f in fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+def _config_from(args: argparse.Namespace) -> TrainConfig:
+    given = _given(args)
+    if "valid_dir" in given and "valid_pct" in given:
+        from germinate.errors import GerminateError
+
+        raise GerminateError("--valid and --valid-pct exclude each other: validate on a folder, or on a hold-out")
     if "train_dir" in given:
         given["train_dir"] = str(given["train_dir"])
     return TrainConfig(**given)
@@ -205,7 +249,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from germinate.recipe import resume, train
 
     if args.resume:
-        resume(args.resume, _reporter(args))
+        others = [name for name, given in (("TRAIN_DIR", args.train_dir), ("--out", args.out), ("--overwrite", args.overwrite)) if given]
+        if others:
+            raise GerminateError(f"--resume continues the run where it is; drop {', '.join(others)}")
+        changes = {k: v for k, v in _given(args).items() if k != "train_dir"}
+        names = {f.name: flag_of(f) for f in cli_fields()}
+        unsafe = [names.get(k, "--" + k) for k in changes if k not in ("device", "workers", "quiet")]
+        if unsafe:
+            raise GerminateError(f"--resume keeps the run's settings; {', '.join(unsafe)} cannot change (only --device, "
+                                 "--workers, --quiet may); start a new run with --out to change them")
+        resume(args.resume, _reporter(args), **changes)
         return 0
     if not args.train_dir or not args.out:
         raise GerminateError("train needs TRAIN_DIR and --out RUN_DIR (or --resume RUN_DIR)")
@@ -214,24 +267,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    from germinate.errors import GerminateError
     from germinate.recipe import create_learner
 
     cfg = _config_from(args)
     reporter = _reporter(args)
     learn = create_learner(cfg, None, reporter)
-    learn.unfreeze() if args.unfrozen else learn.freeze()
-    result = learn.lr_find(args.start, args.end, args.steps, args.stop_div, args.suggest, args.probe)
+    if args.unfrozen:
+        learn.unfreeze()
+    else:
+        learn.freeze()
+    result = learn.lr_find(args.start, args.end, args.steps, args.stop_div, cfg.suggest, args.probe)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result.to_csv(out / "lr_find.csv")
-    result.plot(out / "lr_find.png", "LR range test (unfrozen)" if args.unfrozen else "LR range test (head)")
+    result.save(out, "lr_find", "LR range test (unfrozen)" if args.unfrozen else "LR range test (head)")
     if result.suggestion is None:
-        from germinate.errors import GerminateError
-
         raise GerminateError(f"{result.error} (curve written to {out / 'lr_find.png'})")
     others = ", ".join(f"{k} {v:.2e}" for k, v in result.suggestions.items())
-    reporter.info(f"wrote {out / 'lr_find.png'} and {out / 'lr_find.csv'}; suggestions: {others}")
-    reporter.result(f"{result.suggestion:.3g}")
+    where = (f"the curve's {result.method} ({result.curve_suggestion:.2e}) goes to the early body, lr = that x "
+             f"{result.scale:g} to the head" if result.scale != 1 else f"{result.method} rule")
+    reporter.info(f"wrote {out}/lr_find.png, .csv, .json; curve readings: {others}; {where}")
+    reporter.info("train with it: germinate train ... --lr <this number>")
+    reporter.result(f"{result.suggestion:g}")
     return 0
 
 
@@ -281,10 +338,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_show_batch(args: argparse.Namespace) -> int:
     from germinate.show import show_batch
 
-    d = TrainConfig()
-    pick = lambda value, default: default if value is None else value
-    show_batch(args.train_dir, args.out, args.flip, args.size, pick(args.min_scale, d.min_scale),
-               pick(args.max_rotate, d.max_rotate), pick(args.max_lighting, d.max_lighting), args.n, args.seed, args.cache_dir)
+    cfg = TrainConfig(**_given(args)).validate()
+    show_batch(args.train_dir, args.out, cfg.flip, cfg.size, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, args.n,
+               cfg.seed, cfg.cache_dir)
     print(args.out)
     return 0
 
@@ -293,6 +349,44 @@ def cmd_report(args: argparse.Namespace) -> int:
     from germinate.evaluate.report import write_report
 
     print(write_report(args.run_dir))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from germinate.serve.app import create_app
+    from germinate.serve.predictor import Limits, Predictor
+
+    predictor = Predictor(args.run_dir, args.tta, args.onnx, args.device)
+    limits = Limits(args.max_bytes, args.max_pixels, args.max_files)
+    app = create_app(predictor, limits, args.max_batch, args.max_wait_ms / 1000)
+    print(f"serving {args.run_dir} ({predictor.info.arch}, {predictor.backend}) on http://{args.host}:{args.port}/",
+          file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from germinate.models.onnx_export import export_onnx
+
+    print(export_onnx(args.run_dir, args.onnx))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from germinate.data.cache import cache_info, cache_limit_bytes, clear_cache, default_cache_dir
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.clear:
+        freed, n = clear_cache(root)
+        print(f"removed {n} cached size(s), {freed / 2**20:.1f} MiB, from {root}")
+        return 0
+    info = cache_info(root)
+    print(f"{root}: {sum(e['bytes'] for e in info) / 2**20:.1f} MiB in {len(info)} size(s); "
+          f"limit {cache_limit_bytes() / 2**30:.1f} GiB (set GERMINATE_CACHE_GB to change it)")
+    for e in info:
+        print(f"  {e['px']:>5} px  {e['images']:>7} images  {e['bytes'] / 2**20:>9.1f} MiB  last used {e['last_used']}")
     return 0
 
 

@@ -1,21 +1,80 @@
-"""Every setting of a training run in one visible place, with the recipe's defaults."""
+"""Every setting of a training run in one visible place: the default, the help text, the valid
+range and the command-line flag of each live here, once. The CLI is derived from these fields,
+`validate` checks them, and `command()` writes a `germinate train` line that parses back to an
+equal config."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from germinate.errors import GerminateError
 
-# Settings whose CLI form is a switch: (flag when False, flag when True).
-BOOL_FLAGS = {
-    "pretrained": ("--no-pretrained", "--pretrained"),
-    "use_cache": ("--no-cache", "--cache"),
-    "snapshot_ensemble": ("--no-snapshot-ensemble", "--snapshot-ensemble"),
-}
+# The model is validated and used at this many times the training size: random-crop training
+# shows objects bigger than a plain resize does, and the ImageNet backbone prefers more pixels
+# (FixRes, Touvron et al. 2019). Measured on three 128 px runs: micro-F1 +0.7 to +1.7 points.
+TEST_SIZE_FACTOR = 1.25
+# Evaluation images are decoded this much larger than the evaluation size, so they are
+# downsampled as training crops are (measured at 160 px: micro-F1 0.942 from a 160 px source,
+# 0.952 to 0.955 from 176, 192 or 240 px sources, same weights).
+EVAL_SOURCE_FACTOR = 1.2
+# Layer groups of every network: early body, late body, head.
+N_GROUPS = 3
+
+POLICIES = ("top-down", "side-on", "none")
+SCHEDULES = ("cosine", "sgdr", "onecycle", "flat")
+SUGGESTIONS = ("valley", "minimum", "steepest")
+AUTO_ON_OFF = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A numeric range: lo/hi inclusive unless `*_open`; `integer` for whole numbers."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    integer: bool = False
+
+    def ok(self, x: float) -> bool:
+        """True when `x` is a finite number inside the range."""
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            return False
+        if self.integer and x != int(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
+
+    def describe(self) -> str:
+        """'an integer >= 0', 'a number in [0, 1)', ..."""
+        what = "an integer" if self.integer else "a number"
+        if self.lo is not None and self.hi is not None:
+            return f"{what} in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{what} {'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{what} {'<' if self.hi_open else '<='} {self.hi:g}"
+        return what
+
+
+def setting(default: Any, help: str, kind: str, group: str, *, bound: Bound | None = None,
+            choices: tuple[str, ...] | None = None, flags: tuple[str, ...] = (), metavar: str | None = None,
+            default_text: str | None = None, cli: bool = True) -> Any:
+    """A config field with what the CLI needs to offer it. kind: int, float, str, bool, lr, floats."""
+    meta = {"help": help, "kind": kind, "group": group, "bound": bound, "choices": choices, "flags": flags,
+            "metavar": metavar, "default_text": default_text, "cli": cli}
+    return field(default=default, metadata=meta)
+
+
+INT0, INT1 = Bound(0, integer=True), Bound(1, integer=True)
+UNIT_OPEN = Bound(0, 1, hi_open=True)  # [0, 1)
+PIXELS = Bound(16, 4096, integer=True)
 
 
 @dataclass
@@ -23,65 +82,89 @@ class TrainConfig:
     """A training run, resolved: saved as config.json so the run can be repeated or resumed."""
 
     # data
-    train_dir: str = ""
-    valid_dir: str | None = None
-    valid_pct: float = 0.2
-    limit_per_class: int | None = None
-    size: int = 128
-    # Evaluated larger than trained: random-crop training shows objects bigger than a plain
-    # resize does, and the ImageNet backbone prefers more pixels (FixRes, Touvron et al. 2019).
-    # Measured on three 128 px runs: micro-F1 +0.7 to +1.7 points at 160 px.
-    test_size: int | None = None  # None: round(1.25 * size)
-    cache_margin: float = 1.25  # images are cached this much larger than `size`, for zoom crops
-    cache_dir: str | None = None
-    use_cache: bool = True
-    workers: int = 0
+    train_dir: str = setting("", "labelled folder: TRAIN_DIR/<class>/<image>", "str", "data", cli=False)
+    valid_dir: str | None = setting(None, "a labelled folder to validate on instead of a hold-out", "str", "data",
+                                    flags=("--valid",), metavar="DIR")
+    valid_pct: float = setting(0.2, "fraction of each class held out for validation", "float", "data",
+                               bound=Bound(0, 1, lo_open=True, hi_open=True))
+    limit_per_class: int | None = setting(None, "use at most K images per class (quick runs)", "int", "data",
+                                          bound=INT1, metavar="K", default_text="all")
+    size: int = setting(128, "training image size in pixels", "int", "data", bound=PIXELS, metavar="PX")
+    test_size: int | None = setting(None, "size the model is validated and used at", "int", "data", bound=PIXELS,
+                                    metavar="PX", default_text=f"{TEST_SIZE_FACTOR:g} x --size")
+    cache_margin: float = setting(1.25, "training images are cached this many times larger than --size, for zoom crops",
+                                  "float", "data", bound=Bound(1, 4))
+    cache_dir: str | None = setting(None, "where decoded images are cached", "str", "data", metavar="DIR",
+                                    default_text="$GERMINATE_CACHE or ~/.cache/germinate")
+    use_cache: bool = setting(True, "keep decoded images in the cache (--no-cache decodes every epoch)", "bool", "data",
+                              flags=("--cache",))
+    workers: int = setting(0, "data-loading processes; 0 loads in the main process", "int", "machine", bound=INT0)
     # augmentation
-    flip: str = "top-down"
-    min_scale: float = 0.75  # milder zoom trains faster (measured: 0.35 cost 4 points in 3 epochs)
-    max_rotate: float = 10.0
-    max_lighting: float = 0.0  # measured to hurt on the seedlings; --max-lighting 0.2 turns it on
+    flip: str = setting("top-down", "flip policy: top-down (both axes, 90-degree turns), side-on (left-right), none",
+                        "str", "augmentation", choices=POLICIES)
+    # milder zoom trains faster (measured: 0.35 cost 4 points in 3 epochs)
+    min_scale: float = setting(0.75, "smallest random crop, as a fraction of the image area", "float", "augmentation",
+                               bound=Bound(0, 1, lo_open=True))
+    max_rotate: float = setting(10.0, "largest random rotation in degrees, corners reflected", "float", "augmentation",
+                                bound=Bound(0, 180))
+    # measured to hurt on the seedlings; --max-lighting 0.2 turns it on
+    max_lighting: float = setting(0.0, "largest brightness/contrast change, as a fraction", "float", "augmentation",
+                                  bound=UNIT_OPEN)
     # model
-    arch: str = "efficientnet_lite0"
-    pretrained: bool = True
-    weights: str | None = None
-    hidden: int = 512
-    dropout: float = 0.5
+    arch: str = setting("efficientnet_lite0", "backbone: efficientnet_lite0/1/2 (offline), resnet18..152, or a timm name",
+                        "str", "model", metavar="NAME")
+    pretrained: bool = setting(True, "start from pretrained weights (--no-pretrained: from scratch)", "bool", "model")
+    weights: str | None = setting(None, "pretrained backbone weights (safetensors or state dict)", "str", "model",
+                                  metavar="FILE")
+    hidden: int = setting(512, "head hidden units; 0: a single linear layer", "int", "model", bound=INT0)
+    dropout: float = setting(0.5, "head dropout (the first layer gets half)", "float", "model", bound=UNIT_OPEN)
     # optimisation
-    bs: int = 32
-    opt: str = "adamw"
-    wd: float = 0.01
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    # the learning rate: "auto" runs the LR range test before each stage
-    lr: float | str = "auto"
-    lrs: list[float] | None = None  # explicit per-group peaks for the unfrozen stage
-    lr_ratio: float = 3.0
-    suggest: str = "valley"
+    bs: int = setting(32, "batch size", "int", "optimisation", bound=Bound(2, integer=True))
+    opt: str = setting("adamw", "optimizer", "str", "optimisation", choices=("adamw", "sgd"))
+    wd: float = setting(0.01, "weight decay", "float", "optimisation", bound=Bound(0, 1))
+    momentum: float = setting(0.9, "SGD momentum, or AdamW's beta1", "float", "optimisation", bound=UNIT_OPEN)
+    label_smoothing: float = setting(0.0, "label smoothing", "float", "optimisation", bound=UNIT_OPEN)
+    # the learning rate: the head's peak; "auto" runs the LR range test before each stage
+    lr: float | str = setting("auto", "the head's peak LR (earlier groups get lr/r, lr/r^2), or auto: the LR range "
+                              "test before each stage", "lr", "recipe")
+    lrs: list[float] | None = setting(None, "peak LRs of the unfrozen stage per group: early,late,head", "floats",
+                                      "recipe", metavar="A,B,C")
+    lr_ratio: float = setting(3.0, "differential LRs: [lr/r^2, lr/r, lr]", "float", "recipe", bound=Bound(1, 1000),
+                              metavar="R")
+    suggest: str = setting("valley", "range-test rule", "str", "recipe", choices=SUGGESTIONS)
     # stages: the head alone (body frozen), then the whole network
-    freeze_epochs: int = 2  # head stage; with SGDR, cycles of one epoch each
-    schedule: str = "sgdr"  # unfrozen stage: cosine | sgdr | onecycle
-    epochs: int | None = None  # unfrozen stage; for SGDR derived from the cycles
-    cycles: int = 4  # 1 + 2 + 4 + 8 = 15 epochs
-    cycle_len: int = 1
-    cycle_mult: int = 2
-    warmup_pct: float = 0.0
-    precompute: str = "auto"  # head stage on precomputed body features: auto | on | off
-    precompute_augs: int = 1
-    snapshot_ensemble: bool = False
+    freeze_epochs: int = setting(2, "head-only epochs (one-epoch SGDR cycles); 0 skips the stage", "int", "recipe",
+                                 bound=INT0, flags=("--freeze-epochs", "--head-cycles"), metavar="N")
+    schedule: str = setting("sgdr", "LR schedule", "str", "recipe", choices=SCHEDULES)
+    epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
+                                 "int", "recipe", bound=INT0, metavar="N",
+                                 default_text="SGDR: from the cycles; others: 7")
+    cycles: int = setting(4, "SGDR cycles in the unfrozen stage; 0 skips the stage", "int", "recipe", bound=INT0)
+    cycle_len: int = setting(1, "epochs in the first SGDR cycle", "int", "recipe", bound=INT1)
+    cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
+    warmup_pct: float = setting(0.0, "linear warm-up over this fraction of each stage's first cycle", "float", "recipe",
+                                bound=UNIT_OPEN)
+    precompute: str = setting("auto", "head stage on precomputed body features", "str", "recipe", choices=AUTO_ON_OFF)
+    precompute_augs: int = setting(1, "augmented copies of the training set to precompute", "int", "recipe",
+                                   bound=Bound(1, 64, integer=True), metavar="K")
+    snapshot_ensemble: bool = setting(False, "average the models at each SGDR cycle end", "bool", "recipe")
     # evaluation
-    tta: int | None = None  # views besides the plain one; None = every view the flip policy allows
+    tta: int | None = setting(None, "TTA views besides the plain one for the final evaluation", "int", "evaluation",
+                              bound=Bound(0, 64, integer=True), metavar="N",
+                              default_text="every view the flip policy allows")
     # machine
-    seed: int = 42
-    device: str = "auto"
-    amp: str = "auto"  # bfloat16 autocast: auto (on where the device has fast bf16) | on | off
-    channels_last: str = "auto"  # auto (on: measured faster on CPU and GPU) | on | off
-    quiet: bool = False
+    seed: int = setting(42, "random seed; the same seed repeats a run exactly", "int", "machine",
+                        bound=Bound(0, 2**63 - 1, integer=True))
+    device: str = setting("auto", "auto picks CUDA when available", "str", "machine", choices=("auto", "cpu", "cuda"))
+    amp: str = setting("auto", "bfloat16 autocast: auto (CUDA only), on, off", "str", "machine", choices=AUTO_ON_OFF)
+    channels_last: str = setting("auto", "NHWC memory layout (auto: on; measured faster on CPU and GPU)", "str",
+                                 "machine", choices=AUTO_ON_OFF)
+    quiet: bool = setting(False, "no progress bars or tables", "bool", "machine", cli=False)
 
     @property
     def eval_size(self) -> int:
         """Side of the images the model is validated and used at."""
-        return self.test_size or round(self.size * 1.25)
+        return self.test_size or round(self.size * TEST_SIZE_FACTOR)
 
     @property
     def cache_px(self) -> int:
@@ -90,22 +173,18 @@ class TrainConfig:
 
     @property
     def eval_cache_px(self) -> int:
-        """Side of the cached images the model is evaluated (and later used) on.
+        """Side of the cached images the model is evaluated (and later used) on."""
+        return round(self.eval_size * EVAL_SOURCE_FACTOR)
 
-        Larger than the evaluation size, so evaluation images are downsampled as training crops
-        are: an image upsampled straight to the evaluation size is sharper than anything the
-        network trained on (measured at 160 px: micro-F1 0.942 from a 160 px source, 0.952 to
-        0.955 from 176, 192 or 240 px sources, same weights).
-        """
-        return round(self.eval_size * 1.2)
-
-    def unfrozen_epochs(self) -> float:
+    def unfrozen_epochs(self) -> int:
         """Epochs of the unfrozen stage."""
         from germinate.training.schedule import sgdr_epochs
 
+        if self.epochs is not None:
+            return self.epochs
         if self.schedule == "sgdr":
-            return sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)
-        return self.epochs if self.epochs is not None else 7
+            return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
+        return 7
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON."""
@@ -121,48 +200,35 @@ class TrainConfig:
         return cls(**d)
 
     def command(self, out: str | Path) -> str:
-        """The `germinate train` command line that repeats this run."""
+        """The `germinate train` command line that repeats this run (it parses back to this config)."""
         args = ["germinate", "train", self.train_dir, "--out", str(out)]
         default = TrainConfig()
-        for f in dataclasses.fields(self):
+        for f in cli_fields():
             value = getattr(self, f.name)
-            if f.name in ("train_dir", "quiet") or value == getattr(default, f.name):
+            if value == getattr(default, f.name):
                 continue
-            flag = "--" + f.name.replace("_", "-")
-            if f.name in BOOL_FLAGS:
-                args.append(BOOL_FLAGS[f.name][bool(value)])
+            flag = flag_of(f)
+            if f.metadata["kind"] == "bool":
+                args.append(flag if value else "--no-" + flag[2:])
             elif isinstance(value, list):
                 args += [flag, ",".join(f"{x:g}" for x in value)]
             else:
-                args += [flag, str(value)]
+                args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if self.quiet:
+            args.append("--quiet")
         return " ".join(shlex.quote(a) for a in args)
 
     def validate(self) -> TrainConfig:
-        """Check values a user can get wrong; raise one clear GerminateError."""
-        from germinate.data.augment import POLICIES
-        from germinate.training.schedule import SCHEDULES
-
+        """Check every value against its range; raise one clear GerminateError."""
+        for f in dataclasses.fields(self):
+            problem = check_value(f, getattr(self, f.name))
+            if problem:
+                raise GerminateError(problem)
         checks = [
-            (self.size >= 16, f"--size must be at least 16, got {self.size}"),
-            (self.test_size is None or self.test_size >= 16, f"--test-size must be at least 16, got {self.test_size}"),
-            (self.bs >= 2, f"--bs must be at least 2, got {self.bs}"),
-            (self.flip in POLICIES, f"Invalid --flip {self.flip!r}; valid: {', '.join(POLICIES)}"),
-            (self.schedule in SCHEDULES, f"Invalid --schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}"),
-            (self.opt in ("adamw", "sgd"), f"Invalid --opt {self.opt!r}; valid: adamw, sgd"),
-            (self.precompute in ("auto", "on", "off"), f"Invalid --precompute {self.precompute!r}; valid: auto, on, off"),
-            (0 < self.min_scale <= 1, f"--min-scale must be in (0, 1], got {self.min_scale}"),
-            (self.freeze_epochs >= 0, "--freeze-epochs must be 0 or more"),
-            (self.cycles >= 0 and self.cycle_len > 0 and self.cycle_mult >= 1, "--cycles >= 0, --cycle-len > 0, --cycle-mult >= 1"),
-            (self.epochs is None or self.epochs >= 0, "--epochs must be 0 or more"),
-            (self.schedule != "sgdr" or self.epochs is None,
-             "--epochs is for --schedule cosine/onecycle/flat; an SGDR stage lasts --cycle-len * (1 + mult + ... ) epochs: use --cycles"),
-            (self.lr == "auto" or (isinstance(self.lr, float) and self.lr > 0), f"--lr must be a positive number or auto, got {self.lr}"),
-            (self.lrs is None or (len(self.lrs) == 3 and all(x > 0 for x in self.lrs)), "--lrs takes three positive LRs: early,late,head"),
-            (self.lr_ratio >= 1, "--lr-ratio must be at least 1"),
-            (self.limit_per_class is None or self.limit_per_class >= 1, "--limit-per-class must be at least 1"),
-            (self.workers >= 0, "--workers must be 0 or more"),
-            (self.precompute_augs >= 1, "--precompute-augs must be at least 1"),
-            (0 <= self.warmup_pct < 1, "--warmup-pct must be in [0, 1)"),
+            (self.lr == "auto" or (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)),
+             f"--lr must be a positive number or auto, got {self.lr}"),
+            (self.lrs is None or (len(self.lrs) == 3 and all(x > 0 for x in self.lrs)),
+             "--lrs takes three positive LRs: early,late,head"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -171,3 +237,27 @@ class TrainConfig:
 
         check_arch(self.arch)  # before any data is read
         return self
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The fields the command line offers, in declaration order."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli")]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The field's main command-line flag."""
+    return f.metadata["flags"][0] if f.metadata["flags"] else "--" + f.name.replace("_", "-")
+
+
+def check_value(f: dataclasses.Field, value: Any) -> str | None:
+    """Why `value` is not valid for field `f`, or None when it is."""
+    if value is None or not f.metadata:
+        return None
+    meta = f.metadata
+    name = flag_of(f) if meta.get("cli") else f.name
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"Invalid {name} {value!r}; valid: {', '.join(meta['choices'])}"
+    bound = meta.get("bound")
+    if bound is not None and not bound.ok(value):
+        return f"{name} must be {bound.describe()}, got {value}"
+    return None

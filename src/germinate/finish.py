@@ -20,7 +20,8 @@ def model_info(learn: Learner) -> ModelInfo:
     net, cfg = learn.net, learn.cfg
     mean = (net.mean.flatten() / 255).tolist()
     std = (net.std.flatten() / 255).tolist()
-    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.size, cfg.eval_cache_px, mean, std, cfg.flip, cfg.hidden, cfg.dropout, cfg.eval_size)
+    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.size, cfg.eval_cache_px, mean, std, cfg.flip,
+                     cfg.hidden, cfg.dropout, cfg.eval_size)
 
 
 def write_per_class(run, report: dict) -> None:
@@ -30,14 +31,15 @@ def write_per_class(run, report: dict) -> None:
 
 
 def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:
-    """The validation images the model got most wrong: predicted, actual, loss, probability."""
+    """The validation images the model got most wrong: the truth, the prediction, the loss and the
+    probability given to the truth, each named in the title."""
     labels, classes = learn.data.valid.labels, learn.data.classes
     losses = M.cross_entropy(probs, labels)
     worst = np.argsort(-losses)[:TOP_LOSSES]
     tf = eval_transform(learn.cfg.eval_size)
     images = [tf(learn.data.valid.source.get(int(i))).permute(1, 2, 0).numpy() for i in worst]
     titles = [
-        f"{classes[probs[i].argmax()]} / {classes[labels[i]]}\nloss {losses[i]:.2f}, p {probs[i, labels[i]]:.2f}"
+        f"truth: {classes[labels[i]]}\npredicted: {classes[probs[i].argmax()]}\nloss {losses[i]:.2f}, p(truth) {probs[i, labels[i]]:.2f}"
         for i in worst
     ]
     plots.image_grid(images, titles, path)
@@ -50,7 +52,8 @@ def finish_run(learn: Learner, seconds: float) -> dict:
     export_model(learn.net, run.path, model_info(learn), snapshots if learn.cfg.snapshot_ensemble else [])
     nets, info = load_model(run.path, snapshots=True)
     views = tta_views(info.flip, learn.cfg.tta)
-    probs = predict_views(nets, learn.data.valid.source, info, views, learn.cfg.bs * 2, learn.device, reporter)
+    probs = predict_views(nets, learn.data.valid.source, info, views, learn.cfg.bs * 2, learn.device, reporter,
+                          check_stop=learn.check_stop_unsaved)
     labels = learn.data.valid.labels
     plain, tta = M.full_report(labels, probs[0], info.classes), M.full_report(labels, probs.mean(0), info.classes)
     final = {"plain": plain, "tta": tta, "tta_views": len(views), "snapshots": len(nets), "seconds": seconds}

@@ -8,42 +8,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from germinate._version import __version__
 from germinate.config import TrainConfig
 from germinate.data.bundle import DataBundle, load_folder
 from germinate.data.folders import write_skipped
+from germinate.data.manifest import FIELDS as SPLIT_FIELDS
+from germinate.data.manifest import describe_change, rows_hash, split_rows
 from germinate.errors import GerminateError
 from germinate.models.network import create_network
 from germinate.run import RunFolder
 from germinate.training.checkpoint import load_checkpoint
-from germinate.training.learner import Learner, Stage, graceful_interrupts
-from germinate.training.schedule import differential_lrs
+from germinate.training.interrupts import graceful_interrupts
+from germinate.training.learner import Learner
+from germinate.training.plan import describe, plan_stages, stage_lrs
 from germinate.ui import Reporter
 from germinate.utils import seed_everything
 
 FALLBACK_LR = 1e-3  # used, with a warning, if a range test gives no readable curve
-
-
-def plan_stages(cfg: TrainConfig) -> list[Stage]:
-    """The stages a config asks for; stages of zero epochs are left out. LRs left None are
-    chosen by the range test when their stage starts."""
-    lr = None if cfg.lr == "auto" else float(cfg.lr)
-    head_sgdr = cfg.schedule == "sgdr"
-    head = Stage(
-        "head", frozen=True, schedule=cfg.schedule, epochs=cfg.freeze_epochs,
-        cycles=cfg.freeze_epochs if head_sgdr else 1, cycle_len=1, cycle_mult=1, warmup_pct=cfg.warmup_pct,
-        lrs=[lr] * 3 if lr else None, precompute=cfg.precompute in ("auto", "on"),
-    )
-    body_lrs = list(cfg.lrs) if cfg.lrs else (differential_lrs(lr, cfg.lr_ratio) if lr else None)
-    unfrozen = Stage(
-        "unfrozen", frozen=False, schedule=cfg.schedule, epochs=int(cfg.unfrozen_epochs()),
-        cycles=cfg.cycles, cycle_len=cfg.cycle_len, cycle_mult=cfg.cycle_mult, warmup_pct=cfg.warmup_pct,
-        lrs=body_lrs,
-    )
-    return [s for s in (head, unfrozen) if s.n_epochs() > 0]
+# Settings a resumed run may change: where and how fast it runs, never what it computes.
+RESUME_SAFE = ("device", "workers", "quiet")
 
 
 def load_data(cfg: TrainConfig, reporter: Reporter) -> DataBundle:
@@ -58,75 +47,56 @@ def load_data(cfg: TrainConfig, reporter: Reporter) -> DataBundle:
     return data
 
 
-def _choose_lrs(learn: Learner, stage: Stage) -> None:
-    """Run the range test for `stage` and set its LRs from the suggestion."""
-    learn.freeze() if stage.frozen else learn.unfreeze()
+def choose_lrs(learn: Learner, i: int) -> None:
+    """Run the range test for stage `i` of the plan and give the stage the LRs it suggests."""
+    stage = learn.plan[i]
+    learn.freeze_to(stage.frozen_groups)
     result = learn.lr_find(suggest=learn.cfg.suggest)
     learn.lr_finds[stage.name] = result
     if learn.run is not None:
-        result.to_csv(learn.run / f"lr_find_{stage.name}.csv")
-        result.plot(learn.run / f"lr_find_{stage.name}.png", f"LR range test ({stage.name})")
+        result.save(learn.run.path, f"lr_find_{stage.name}", f"LR range test ({stage.name})")
     if result.suggestion is None:
         learn.reporter.warn(f"{result.error}; using lr {FALLBACK_LR:g} for the {stage.name} stage")
         lr = FALLBACK_LR
     else:
         lr = result.suggestion
-        learn.reporter.info(f"LR range test ({stage.name}): suggested lr {lr:.2e} ({result.method})")
-    stage.lrs = [lr] * 3 if stage.frozen else unfrozen_lrs(lr, learn.cfg.lr_ratio)
-
-
-def unfrozen_lrs(suggestion: float, ratio: float) -> list[float]:
-    """Differential peaks from a whole-network suggestion. The test sweeps one LR for every group,
-    so its suggestion is a rate at which the whole network learns steadily: it goes to the early
-    body, whose general features we most want to keep, and the later groups learn faster:
-    [s, s*r, s*r^2], i.e. [lr/r^2, lr/r, lr] with lr = s * r^2. (Measured with AdamW: putting the
-    suggestion on the head instead leaves the body learning far too slowly.)"""
-    return differential_lrs(suggestion * ratio**2, ratio)
-
-
-def describe(stage: Stage) -> str:
-    """One line: the stage's length, schedule and LR per group."""
-    shape = (
-        f"SGDR {stage.cycles} cycle(s), len {stage.cycle_len}, mult {stage.cycle_mult}"
-        if stage.schedule == "sgdr" else stage.schedule
-    )
-    lrs = ", ".join(f"{x:.2e}" for x in stage.lrs or [])
-    extra = ", precomputed features" if stage.precompute else ""
-    return f"stage {stage.name}: {stage.n_epochs()} epoch(s), {shape}, lr per group [{lrs}]{extra}"
+        learn.reporter.info(f"LR range test ({stage.name}): lr {lr:.2e} ({result.method} rule)")
+    learn.plan[i] = stage.with_lrs(stage_lrs(lr, stage.frozen_groups, learn.cfg.lr_ratio))
 
 
 def run_plan(learn: Learner) -> None:
     """Run the remaining stages of the learner's plan, choosing LRs where needed."""
-    with graceful_interrupts(learn):
-        for i in range(learn.pos.stage, len(learn.plan)):
-            stage = learn.plan[i]
-            fresh = learn.pos.epoch == 0 and learn.pos.batch == 0
-            if stage.precompute and fresh:
+    for i in range(learn.pos.stage, len(learn.plan)):
+        stage = learn.plan[i]
+        if learn.pos.at_stage_start:
+            # A stop before the stage's first step (batchnorm, range test, features) resumes here.
+            learn.save_checkpoint()
+            if stage.precompute and stage.head_only:
                 learn.recalibrate_bn()  # before features are computed (and the range test reads them)
-            if stage.lrs is None:
-                _choose_lrs(learn, stage)
-                if learn.run is not None:
-                    save_config(learn)
-            learn.reporter.info(describe(stage))
-            learn.fit_stage(stage)
-        learn.save_checkpoint()  # records that every stage is done
+        if stage.lrs is None:
+            choose_lrs(learn, i)
+            if learn.run is not None:
+                save_config(learn)
+        learn.reporter.info(describe(learn.plan[i]))
+        learn.fit_stage(learn.plan[i])
+    learn.save_checkpoint()  # records that every stage is done
 
 
 def save_config(learn: Learner) -> None:
     """config.json: the resolved config, the plan (with LRs once chosen) and how to repeat the run."""
-    from dataclasses import asdict
-
+    data = learn.data
     learn.run.write_json("config.json", {
         "germinate_version": __version__,
         "command": learn.cfg.command(learn.run.path),
         "config": learn.cfg.to_dict(),
-        "classes": learn.data.classes,
-        "counts": {"train": len(learn.data.train), "valid": len(learn.data.valid), "skipped": len(learn.data.skipped)},
+        "classes": data.classes,
+        "counts": {"train": len(data.train), "valid": len(data.valid), "skipped": len(data.skipped)},
         "class_counts": {
-            c: {"train": int((learn.data.train.labels == i).sum()), "valid": int((learn.data.valid.labels == i).sum())}
-            for i, c in enumerate(learn.data.classes)
+            c: {"train": int((data.train.labels == i).sum()), "valid": int((data.valid.labels == i).sum())}
+            for i, c in enumerate(data.classes)
         },
-        "plan": [asdict(s) for s in learn.plan],
+        "split_sha256": rows_hash(split_rows(data, learn.cfg.train_dir, learn.cfg.valid_dir)),
+        "plan": [s.to_dict() for s in learn.plan],
     })
 
 
@@ -136,46 +106,84 @@ def create_learner(cfg: TrainConfig, run: RunFolder | None = None, reporter: Rep
     cfg.validate()
     seed_everything(cfg.seed)
     data = load_data(cfg, reporter)
-    net = create_network(cfg.arch, len(data.classes), cfg.pretrained, cfg.weights, cfg.hidden, cfg.dropout)
+    net = create_network(cfg.arch, len(data.classes), cfg.pretrained, cfg.weights, cfg.hidden, cfg.dropout,
+                         probe_size=cfg.size)
     return Learner(net, data, cfg, run, reporter)
+
+
+def _absolute(cfg: TrainConfig) -> TrainConfig:
+    """Folders stored absolute, so that the run resumes and repeats from any working directory."""
+    valid = str(Path(cfg.valid_dir).absolute()) if cfg.valid_dir else None
+    return dataclasses.replace(cfg, train_dir=str(Path(cfg.train_dir).absolute()), valid_dir=valid)
+
+
+@contextlib.contextmanager
+def _stoppable(learn: Learner) -> Iterator[None]:
+    with graceful_interrupts(learn.request_stop, learn.reporter.warn):
+        yield
 
 
 def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: Reporter | None = None) -> Learner:
     """Train a classifier with the recipe and write everything into the run folder `out`."""
-    cfg.validate()
-    run = RunFolder(out).create(overwrite)
+    if not cfg.train_dir:
+        raise GerminateError("train needs a labelled folder (TrainConfig.train_dir)")
+    cfg = _absolute(cfg).validate()
+    if not Path(cfg.train_dir).exists():
+        raise GerminateError(f"labelled folder {cfg.train_dir!r} does not exist")
+    run = RunFolder(out)
+    run.check_writable(overwrite)  # before the data is read; nothing is written until all is ready
     started = time.perf_counter()
-    learn = create_learner(cfg, run, reporter)
+    learn = create_learner(cfg, None, reporter)
+    learn.run = run.create(overwrite)
     write_skipped(run / "skipped.csv", learn.data.skipped)
+    run.write_csv("split.csv", split_rows(learn.data, cfg.train_dir, cfg.valid_dir), SPLIT_FIELDS)
     learn.plan = plan_stages(cfg)
     save_config(learn)
-    run_plan(learn)
     from germinate.finish import finish_run
 
-    finish_run(learn, time.perf_counter() - started)
+    with _stoppable(learn):
+        run_plan(learn)
+        finish_run(learn, time.perf_counter() - started)
     return learn
 
 
-def resume(run_dir: str | Path, reporter: Reporter | None = None) -> Learner:
-    """Continue an interrupted run from its last checkpoint, exactly as if it had not stopped."""
+def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> Learner:
+    """Continue an interrupted run from its last checkpoint, exactly as if it had not stopped.
+    `changes` may set only what does not change the results: device, workers, quiet."""
     run = RunFolder(run_dir)
     saved = run.read_json("config.json")
     cfg = TrainConfig.from_dict(saved["config"])
+    refused = sorted(set(changes) - set(RESUME_SAFE))
+    if refused:
+        raise GerminateError(f"a resumed run keeps its settings; only {', '.join(RESUME_SAFE)} may change, not: "
+                             f"{', '.join(refused)} (start a new run with --out to change them)")
+    cfg = dataclasses.replace(cfg, **changes).validate()
     reporter = reporter or Reporter(cfg.quiet)
-    state = load_checkpoint(run.checkpoint)
-    if state.get("position", {}).get("stage", 0) >= len(state.get("plan", [])) and (run / "model.json").exists():
+    if (run / "final.json").exists():
         raise GerminateError(f"the run in {str(run.path)!r} has already finished")
+    state = load_checkpoint(run.checkpoint)
     started = time.perf_counter()
     seed_everything(cfg.seed)
     data = load_data(cfg, reporter)
-    if data.classes != saved["classes"]:
-        raise GerminateError(f"the classes in {cfg.train_dir!r} changed since the run started: {saved['classes']} vs {data.classes}")
+    _check_same_data(run, data, cfg)
     net = create_network(cfg.arch, len(data.classes), pretrained=False, hidden=cfg.hidden, dropout=cfg.dropout)
     learn = Learner(net, data, cfg, run, reporter)
     learn.load_state_dict(state)
     reporter.info(f"resuming {run.path}: stage {learn.pos.stage + 1}, epoch {learn.pos.epoch + 1}, batch {learn.pos.batch}")
-    run_plan(learn)
     from germinate.finish import finish_run
 
-    finish_run(learn, time.perf_counter() - started)
+    with _stoppable(learn):
+        run_plan(learn)
+        finish_run(learn, time.perf_counter() - started)
     return learn
+
+
+def _check_same_data(run: RunFolder, data: DataBundle, cfg: TrainConfig) -> None:
+    """Refuse to resume when the files the split was built from have changed."""
+    recorded = run.read_csv("split.csv")
+    if not recorded:
+        raise GerminateError(f"{run / 'split.csv'} is missing: the run's data cannot be checked, so it cannot be resumed")
+    change = describe_change(recorded, split_rows(data, cfg.train_dir, cfg.valid_dir))
+    if change:
+        raise GerminateError(f"the data in {cfg.train_dir!r} changed since the run started: {change}; resuming would "
+                             "move images between training and validation (restore the files, or start a new run)")

@@ -4,14 +4,36 @@ Everything a later command (predict, evaluate, report, resume) needs is in it.""
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from germinate.errors import GerminateError
 from germinate.utils import write_text_atomic
+
+# What a run (and predict/evaluate writing into it) leaves in its folder: anything else there was
+# put by someone else, and --overwrite will not delete it.
+RUN_FILES = ("config.json", "split.csv", "skipped.csv", "metrics.csv", "timings.csv", "lrs.csv", "final.json",
+             "per_class.csv", "model.json", "model.safetensors", "model.onnx", "report.html", "curves.png",
+             "schedule.png", "confusion.png", "top_losses.png", "lr_find_*", "snapshot-*.safetensors",
+             "submission.csv", "submission.csv.skipped.csv", ".*.tmp")
+RUN_DIRS = {"checkpoints": ("last.pt", "best.safetensors", ".*.tmp"), "eval-*": ("confusion.csv", "confusion.png", ".*.tmp")}
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def is_run_entry(path: Path) -> bool:
+    """True for a file or folder (with everything in it) that a germinate run writes."""
+    if path.is_symlink() or not path.is_dir():
+        return _matches(path.name, RUN_FILES) and not path.is_symlink()
+    inner = next((v for k, v in RUN_DIRS.items() if fnmatch.fnmatchcase(path.name, k)), None)
+    return inner is not None and all(p.is_file() and not p.is_symlink() and _matches(p.name, inner) for p in path.iterdir())
 
 
 class RunFolder:
@@ -38,16 +60,35 @@ class RunFolder:
         return (self.path / "config.json").exists()
 
     def create(self, overwrite: bool = False) -> RunFolder:
-        """Make the folder; refuse to write into an existing run unless `overwrite`."""
-        if self.exists() and not overwrite:
+        """Make the folder. An existing run is refused unless `overwrite`, which then removes
+        every file the old run wrote (so nothing stale joins the new one: snapshots, checkpoints,
+        results); a folder holding anything germinate did not write is never touched."""
+        for p in self.check_writable(overwrite):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return self
+
+    def check_writable(self, overwrite: bool = False) -> list[Path]:
+        """Raise the error `create` would; return what it would delete. Changes nothing."""
+        if self.path.exists() and not self.path.is_dir():
+            raise GerminateError(f"{str(self.path)!r} exists and is not a folder")
+        entries = sorted(self.path.iterdir()) if self.path.is_dir() else []
+        if entries and not self.exists():
+            raise GerminateError(
+                f"{str(self.path)!r} is not empty and holds no germinate run: choose a new or empty --out folder"
+            )
+        if entries and not overwrite:
             raise GerminateError(
                 f"{str(self.path)!r} already holds a run: continue it with --resume {self.path}, "
                 "choose another --out, or pass --overwrite"
             )
-        if self.path.exists() and not self.path.is_dir():
-            raise GerminateError(f"{str(self.path)!r} exists and is not a folder")
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        return self
+        foreign = [p for p in entries if not is_run_entry(p)]
+        if foreign:
+            raise GerminateError(
+                f"--overwrite refused: {str(self.path)!r} holds files germinate did not write "
+                f"(e.g. {foreign[0].name!r}); move them away or choose another --out"
+            )
+        return entries
 
     def write_json(self, name: str, obj: Any) -> None:
         """Write `name` as indented JSON, atomically."""

@@ -71,3 +71,33 @@ def test_torn_tail_from_a_killed_writer_is_dropped(labelled: Path, tmp_path: Pat
     assert data.stat().st_size == len(files) * 16 * 16 * 3
     direct = decode_images(files, 16, use_cache=False, workers=1)
     assert all(np.array_equal(result.source.get(i), direct.source.get(i)) for i in range(len(files)))
+
+
+def test_a_corrupt_index_never_truncates_rows_another_process_has_mapped(labelled: Path, tmp_path: Path):
+    files = scan_labelled(labelled).files
+    first = decode_images(files, 16, tmp_path / "c", workers=1)  # a reader holding the mapping
+    before = [first.source.get(i).clone() for i in range(len(files))]
+    (tmp_path / "c" / "v1" / "px16" / "index.json").write_text("{not json")
+    again = decode_images(files, 16, tmp_path / "c", workers=1)
+    assert all(np.array_equal(before[i], first.source.get(i)) for i in range(len(files)))  # still readable, unchanged
+    assert all(np.array_equal(before[i], again.source.get(i)) for i in range(len(files)))
+
+
+def test_the_cache_is_bounded_least_recently_used_first(labelled: Path, tmp_path: Path, monkeypatch):
+    from germinate.data.cache import FileSource
+
+    files = scan_labelled(labelled).files  # 36 images
+    row = lambda px: px * px * 3  # noqa: E731
+    # room for the 16 and 20 px rows and their indexes (about 5 kB each), not for 18 px rows too
+    monkeypatch.setenv("GERMINATE_CACHE_GB", str((36 * row(20) + 36 * row(16) + 20_000) / 2**30))
+    decode_images(files, 16, tmp_path / "c", workers=1)
+    os.utime(tmp_path / "c" / "v1" / "px16" / "index.json", (1, 1))  # long unused
+    decode_images(files, 20, tmp_path / "c", workers=1)
+    assert (tmp_path / "c" / "v1" / "px16").exists()  # both fit
+    decode_images(files, 18, tmp_path / "c", workers=1)  # does not fit beside both: px16 goes first
+    assert not (tmp_path / "c" / "v1" / "px16").exists() and (tmp_path / "c" / "v1" / "px20").exists()
+    too_big = decode_images(files, 40, tmp_path / "c", workers=1)  # larger than the whole bound
+    assert isinstance(too_big.source, FileSource) and not (tmp_path / "c" / "v1" / "px40" / "images.u8").exists()
+    assert (tmp_path / "c" / "v1" / "px20").exists()  # nothing was evicted for it in vain
+    direct = decode_images(files, 40, use_cache=False, workers=1)
+    assert np.array_equal(too_big.source.get(3), direct.source.get(3))

@@ -11,6 +11,7 @@ from germinate.data.cache import ArraySource
 from germinate.evaluate.predict import View, predict_views, tta_views
 from germinate.models.export import ModelInfo, load_model
 from germinate.models.network import create_network
+from tests.conftest import PROB_ATOL
 
 
 def test_views_per_policy():
@@ -24,6 +25,7 @@ def test_views_per_policy():
 def test_tta_averages_exactly_the_manual_views():
     torch.manual_seed(0)
     net = create_network("efficientnet_lite0", 3, pretrained=False).eval()
+    net.head[-1].weight.data *= 100  # a random net is nearly uniform: make its views disagree visibly
     rng = np.random.default_rng(0)
     source = ArraySource(rng.integers(0, 255, (5, 40, 40, 3), dtype=np.uint8), np.arange(5))
     info = ModelInfo("efficientnet_lite0", ["a", "b", "c"], 32, 40, [0.5] * 3, [0.5] * 3, "top-down")
@@ -33,10 +35,10 @@ def test_tta_averages_exactly_the_manual_views():
     with torch.no_grad():
         manual = torch.stack([net(dihedral(x, k)).softmax(1) for k in range(8)])
     assert probs.shape == (8, 5, 3)
-    assert np.allclose(probs, manual.numpy(), atol=1e-5)
-    assert np.allclose(probs.mean(0), manual.mean(0).numpy(), atol=1e-5)
+    assert np.allclose(probs, manual.numpy(), atol=PROB_ATOL)
+    assert np.allclose(probs.mean(0), manual.mean(0).numpy(), atol=PROB_ATOL)
     # rot90 twice (k=2) is a real 180-degree turn of the input, not a no-op
-    assert not np.allclose(probs[0], probs[2])
+    assert np.abs(probs[0] - probs[2]).max() > 10 * PROB_ATOL
 
 
 def test_policy_saved_with_the_model_is_used_at_predict_time(tiny_run: Path, unlabelled: Path, tmp_path: Path):
@@ -61,5 +63,5 @@ def test_policy_saved_with_the_model_is_used_at_predict_time(tiny_run: Path, unl
     x = torch.stack([eval_transform(minfo.eval_size)(src.get(i)) for i in range(len(src))])
     with torch.no_grad():
         expected = (net(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2
-    assert np.allclose(probs_so, expected.numpy(), atol=1e-5)
-    assert not np.allclose(probs_td, probs_so, atol=1e-4)
+    assert np.allclose(probs_so, expected.numpy(), atol=PROB_ATOL)
+    assert np.abs(probs_td - probs_so).max() > 10 * PROB_ATOL

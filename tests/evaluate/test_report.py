@@ -1,6 +1,7 @@
 """The run report: well-formed, every section, every image embedded, and it renders."""
 
 import base64
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -10,7 +11,8 @@ import pytest
 
 from germinate.evaluate.report import write_report
 
-SECTIONS = ["data", "model", "plan", "training", "results", "most-confused", "top-losses", "reproduce"]
+# The headline first: the result, then what explains it, then how the run was set up.
+SECTIONS = ["result", "metrics", "most-confused", "top-losses", "training", "plan", "data", "model", "reproduce"]
 
 
 class _Checker(HTMLParser):
@@ -52,6 +54,40 @@ def test_report_is_well_formed_with_every_section_and_image(tiny_run: Path):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "germinate train" in html and "http" not in html.replace("http://www.w3.org", "")
+    # The first screen says the score with and without TTA, the time and the command.
+    final = json.loads((tiny_run / "final.json").read_text())
+    head = html.split('<section id="result">', 1)[1].split("</section>", 1)[0]
+    assert f"micro-F1 {final['tta']['f1_micro']:.4f} with TTA, {final['plain']['f1_micro']:.4f} without" in head
+    assert "minutes" in head and "germinate train" in head
+
+
+def test_top_losses_name_the_truth_and_the_prediction(tiny_run: Path, monkeypatch):
+    import numpy as np
+
+    from germinate import finish
+    from germinate.data.bundle import load_folder
+
+    cfg = json.loads((tiny_run / "config.json").read_text())["config"]
+    titles = []
+    monkeypatch.setattr(finish.plots, "image_grid", lambda images, t, path: titles.extend(t))
+
+    class _Learn:  # just what plot_top_losses reads
+        data = load_folder(cfg["train_dir"], 40, seed=cfg["seed"])
+        from germinate.config import TrainConfig as _C
+        cfg_ = _C.from_dict(cfg)
+
+    learn = _Learn()
+    learn.cfg = learn.cfg_
+    n, k = len(learn.data.valid), len(learn.data.classes)
+    probs = np.full((n, k), 0.1 / (k - 1))
+    probs[np.arange(n), (learn.data.valid.labels + 1) % k] = 0.9  # every prediction wrong, by one class
+    finish.plot_top_losses(learn, probs, tiny_run / "unused.png")
+    assert titles
+    for t in titles:
+        truth, predicted = t.splitlines()[:2]
+        assert truth.startswith("truth: ") and predicted.startswith("predicted: ")
+        ti, pi = learn.data.classes.index(truth[7:]), learn.data.classes.index(predicted[11:])
+        assert pi == (ti + 1) % k
 
 
 def _chromium() -> str | None:

@@ -102,3 +102,28 @@ def test_missing_offline_weights_explain_how_to_provide_them(monkeypatch, tmp_pa
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(GerminateError, match="resnet50 offline: put https://.*resnet50.*--weights FILE"):
         create_backbone("resnet50")
+
+
+def test_vision_transformers_pool_their_tokens_at_any_size():
+    import torch
+
+    from germinate.models.network import create_network
+
+    for arch in ("vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"):
+        net = create_network(arch, 3, pretrained=False, probe_size=64).eval()
+        with torch.no_grad():
+            assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_a_backbone_that_cannot_take_the_size_is_refused_at_start(tmp_path, capsys):
+    from germinate.cli import main
+    from tests.conftest import make_labelled
+
+    train_dir = make_labelled(tmp_path / "train", per_class=4)
+    # MLP-Mixer has a fixed number of tokens: 224 px only.
+    code = main(["train", str(train_dir), "--out", str(tmp_path / "r"), "--arch", "mixer_s16_224", "--no-pretrained",
+                 "--size", "64", "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "backbone mixer_s16_224 cannot take 64 px images" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing written: the same --out works once fixed

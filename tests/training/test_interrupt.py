@@ -1,6 +1,7 @@
 """A real process stopped by SIGTERM mid-run: it checkpoints, exits cleanly, and resumes."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,10 @@ def test_sigterm_checkpoints_and_the_run_resumes(tmp_path: Path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
-    while not (run / "metrics.csv").exists() and time.time() < deadline and proc.poll() is None:
+    def epochs_done() -> int:
+        return len(list(csv.DictReader(open(run / "metrics.csv")))) if (run / "metrics.csv").exists() else 0
+
+    while epochs_done() < 1 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
     time.sleep(0.5)
@@ -47,3 +51,97 @@ def test_show_batch_draws_a_grid(tmp_path: Path, labelled: Path):
 
     img = Image.open(out)
     assert img.width > 300 and img.height > 200
+
+
+# ---- a stop in every phase resumes exactly ------------------------------------------------------
+import contextlib  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from germinate import TrainConfig, resume, train  # noqa: E402
+from germinate.errors import GerminateError, TrainingInterrupted  # noqa: E402
+from germinate.ui import Reporter  # noqa: E402
+
+
+class SignalAt(Reporter):
+    """A quiet reporter that sends this process SIGINT (as Ctrl-C would) after the `after`-th step
+    of the `nth` progress bar whose description starts with `phase`."""
+
+    def __init__(self, phase: str, nth: int = 1, after: int = 1):
+        super().__init__(quiet=True)
+        self.phase, self.nth, self.after, self.seen = phase, nth, after, 0
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int):
+        if not description.startswith(self.phase):
+            yield lambda n=1, **f: None
+            return
+        self.seen += 1
+        count = [0]
+
+        def advance(n=1, **fields):
+            count[0] += n
+            if self.seen == self.nth and count[0] == self.after:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        yield advance
+
+
+def _cfg(train_dir: Path) -> TrainConfig:
+    # precompute on (the default), both stages, a restart in the unfrozen stage; the head's LR from
+    # the range test (the unfrozen stage's would run the same code, at twice the test's time)
+    return TrainConfig(train_dir=str(train_dir), size=32, bs=4, freeze_epochs=1, cycles=2, cycle_mult=1,
+                       lrs=[1e-4, 3e-4, 1e-3], seed=11, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("ref")
+    train_dir = make_labelled(base / "train", per_class=16)
+    train(_cfg(train_dir), base / "whole")
+    return train_dir, base / "whole"
+
+
+PHASES = [("recalibrating batchnorm", 1, 1), ("precomputing features", 1, 1), ("LR range test", 1, 10),
+          ("head", 1, 3), ("unfrozen", 1, 4), ("validating", 1, 1), ("predicting", 1, 1)]
+
+
+@pytest.mark.parametrize("phase,nth,after", PHASES, ids=[f"{p} #{n}" for p, n, _ in PHASES])
+def test_a_stop_in_any_phase_resumes_to_the_uninterrupted_result(reference, tmp_path: Path, phase, nth, after):
+    train_dir, whole = reference
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(train_dir), cut, reporter=SignalAt(phase, nth, after))
+    assert (cut / "checkpoints" / "last.pt").exists() and not (cut / "final.json").exists()
+    resume(cut)
+    for name in ("metrics.csv", "lrs.csv"):
+        assert (cut / name).read_text() == (whole / name).read_text(), name
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    final_a, final_b = (json.loads((d / "final.json").read_text()) for d in (whole, cut))
+    assert final_a["tta"]["f1_micro"] == final_b["tta"]["f1_micro"]
+
+
+def test_resume_refuses_changed_data_and_works_from_any_folder(tmp_path: Path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    make_labelled(tmp_path / "train", per_class=16)
+    cfg = _cfg(Path("train"))  # relative: stored absolute
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, "cut", reporter=SignalAt("recalibrating batchnorm"))
+    saved = json.loads((tmp_path / "cut" / "config.json").read_text())["config"]
+    assert saved["train_dir"] == str(tmp_path / "train")
+    extra = tmp_path / "train" / "Red leaf" / "new.png"
+    Image.new("RGB", (40, 40), (200, 0, 0)).save(extra)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(GerminateError, match=r"changed since the run started: 1 file\(s\) added \(e.g. 'Red leaf/new.png'\)"):
+        resume(tmp_path / "cut")
+    extra.unlink()
+    (tmp_path / "train" / "Blue leaf" / "img 03.png").unlink()
+    with pytest.raises(GerminateError, match=r"1 file\(s\) removed or unreadable \(e.g. 'Blue leaf/img 03.png'\)"):
+        resume(tmp_path / "cut")

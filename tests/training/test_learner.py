@@ -9,7 +9,9 @@ import torch
 
 from germinate import TrainConfig, create_learner, resume, train
 from germinate.errors import TrainingInterrupted
-from germinate.training.learner import Learner, Stage
+from germinate.training.learner import Learner
+from germinate.training.plan import Stage
+from tests.conftest import PROB_ATOL
 
 
 def tiny_cfg(train_dir, **kw) -> TrainConfig:
@@ -78,7 +80,14 @@ def test_lr_find_works_after_training_and_gives_a_suggestion(labelled: Path, tmp
     learn.freeze()
     learn.fit(1, 1e-3)
     result = learn.lr_find(steps=60)
-    assert result.suggestion is not None and 1e-7 < result.suggestion < 10
+    from germinate.training.lr_find import suggest
+
+    # The head alone: the LR is the curve's own valley reading, rounded to 3 digits...
+    assert result.scale == 1 and result.suggestion == float(f"{suggest(result.lrs, result.losses, 'valley'):.3g}")
+    # ...and it lies where the recorded loss was still falling, below the curve's minimum.
+    sm = result.smoothed
+    at = int(np.searchsorted(result.lrs, result.suggestion))
+    assert result.lrs[int(np.nanargmin(sm))] > result.suggestion and sm[at] < np.nanmax(sm[: at + 1])
     result.plot(tmp_path / "lr.png")
     assert (tmp_path / "lr.png").exists()
 
@@ -98,7 +107,7 @@ def test_lrs_csv_matches_the_schedule_functions(tiny_run: Path):
     n_train = cfg["counts"]["train"]
     spe = n_train // cfg["config"]["bs"]
     for stage in plan:
-        s = Stage(**stage)
+        s = Stage.from_dict(stage)
         sched = s.make_schedule(spe)
         stage_rows = [r for r in rows if r["stage"] == s.name]
         assert len(stage_rows) == sched.total_steps
@@ -115,36 +124,6 @@ def test_same_seed_same_metrics(labelled: Path, tmp_path: Path):
     train(tiny_cfg(labelled), tmp_path / "b")
     a, b = (tmp_path / "a" / "metrics.csv").read_text(), (tmp_path / "b" / "metrics.csv").read_text()
     assert a == b and len(a.splitlines()) == 4
-
-
-def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(labelled: Path, tmp_path: Path, monkeypatch):
-    cfg = tiny_cfg(labelled, lr="auto", precompute="off", freeze_epochs=1, cycles=2, cycle_mult=2)
-    train(cfg, tmp_path / "whole")
-
-    calls = {"n": 0}
-    real_step = Learner._step
-
-    def step_then_interrupt(self, x, y, precompute):
-        loss = real_step(self, x, y, precompute)
-        calls["n"] += 1
-        if calls["n"] == 115:  # past both range tests (100 steps each max): mid unfrozen stage
-            self.stop_requested = True
-        return loss
-
-    monkeypatch.setattr(Learner, "_step", step_then_interrupt)
-    with pytest.raises(TrainingInterrupted, match="--resume"):
-        train(cfg, tmp_path / "cut")
-    monkeypatch.setattr(Learner, "_step", real_step)
-    assert (tmp_path / "cut" / "checkpoints" / "last.pt").exists()
-    assert not (tmp_path / "cut" / "model.json").exists()
-    resume(tmp_path / "cut")
-    whole = _rows(tmp_path / "whole" / "metrics.csv")
-    cut = _rows(tmp_path / "cut" / "metrics.csv")
-    assert len(whole) == len(cut) == 4
-    for w, c in zip(whole, cut):
-        for k in ("train_loss", "valid_loss", "accuracy"):
-            assert float(w[k]) == pytest.approx(float(c[k]), abs=1e-5), (k, w, c)
-    assert (tmp_path / "cut" / "lrs.csv").read_text() == (tmp_path / "whole" / "lrs.csv").read_text()
 
 
 def test_workers_do_not_change_the_run(labelled: Path, tmp_path: Path):
@@ -174,4 +153,77 @@ def test_snapshot_ensemble_averages_the_cycle_ends(labelled: Path, tmp_path: Pat
     x = torch.stack([eval_transform(minfo.eval_size)(src.get(i)) for i in range(len(src))])
     with torch.no_grad():
         expected = sum(n(x).softmax(1) for n in nets) / 3
-    assert np.allclose(probs, expected.numpy(), atol=1e-5)
+    assert np.allclose(probs, expected.numpy(), atol=PROB_ATOL)
+
+
+# ---- freezing, batchnorm, precomputed features ------------------------------------------------------
+def _snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before, params):
+    return [not torch.equal(b, p.detach()) for b, p in zip(before, params)]
+
+
+@pytest.mark.parametrize("how", ["fit", "fit_sgdr", "fit_one_cycle", "stage"])
+def test_a_partial_freeze_survives_every_fit(labelled: Path, how: str):
+    learn = create_learner(tiny_cfg(labelled, precompute="off"))
+    learn.freeze_to(1)
+    early, late, _ = learn.net.layer_groups
+    early_weights = [p for p in early if id(p) not in learn.net.norm_params]
+    before_early, before_late = _snapshot(early_weights), _snapshot(late)
+    if how == "stage":
+        learn.fit_stage(Stage("partial", 1, "cosine", 1, lrs=(1e-3, 1e-3, 1e-3)))
+    elif how == "fit_sgdr":
+        learn.fit_sgdr(1, 1e-3)
+    else:
+        getattr(learn, how)(1, 1e-3)
+    assert not any(_changed(before_early, early_weights))  # the early body stayed frozen
+    assert any(_changed(before_late, late))  # the late body trained
+    assert learn.frozen_groups == 1
+
+
+def test_batchnorm_is_re_estimated_on_the_training_images(labelled: Path):
+    learn = create_learner(tiny_cfg(labelled, bs=4))
+    net = learn.net
+    first_bn = next(m for m in net.body.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    stem = net.body.model.conv_stem  # the first batchnorm's input does not depend on any statistics
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    learn.recalibrate_bn()
+    # What it must equal: the mean of the stem's output over the same augmented images.
+    from germinate.data.augment import train_transform
+    from germinate.utils import derive_seed
+
+    n = len(learn.data.train) - len(learn.data.train) % 4
+    ds = __import__("germinate.data.loaders", fromlist=["ImageDataset"]).ImageDataset(
+        learn.data.train.source, learn.data.train.labels, train_transform(learn.aug))
+    x = torch.stack([ds[(i, derive_seed(5, "bn", i))][0] for i in range(n)])
+    with torch.no_grad():
+        expected = stem(net.normalize(x)).mean(dim=(0, 2, 3))
+    assert torch.allclose(first_bn.running_mean, expected, rtol=1e-3, atol=1e-4)
+    assert not torch.allclose(first_bn.running_mean, torch.zeros_like(expected))
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in weights.items())  # only statistics changed
+    assert all(not m.training or net.training for m in net.modules())
+
+
+def test_precomputed_features_equal_an_eval_mode_forward_pass(labelled: Path):
+    from germinate.data.augment import eval_transform, train_transform
+    from germinate.data.loaders import ImageDataset
+    from germinate.utils import derive_seed
+
+    learn = create_learner(tiny_cfg(labelled))
+    train_feats, valid_feats = learn._precomputed()
+    net = learn.net.eval()
+    valid = learn.data.valid
+    xv = torch.stack([eval_transform(learn.cfg.eval_size)(valid.source.get(i)) for i in range(len(valid))])
+    ds = ImageDataset(learn.data.train.source, learn.data.train.labels, train_transform(learn.aug))
+    xt = torch.stack([ds[(i, derive_seed(5, "precompute", 0, i))][0] for i in range(len(learn.data.train))])
+    with torch.no_grad():
+        fv, ft = net.features(xv), net.features(xt)
+    scale = float(fv.abs().max())
+    assert torch.allclose(valid_feats, fv, atol=PROB_ATOL * scale)
+    assert torch.allclose(train_feats[0], ft, atol=PROB_ATOL * scale)
+    with torch.no_grad():
+        logits = net.head(valid_feats)
+    assert torch.allclose(logits.softmax(1), net(xv).softmax(1), atol=PROB_ATOL)

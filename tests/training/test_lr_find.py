@@ -107,3 +107,14 @@ def test_a_dip_far_below_the_divergence_is_ignored():
     losses[15:20] = 0.1  # a deep but spurious dip at ~5e-7, six decades below the real valley
     assert 1e-4 < suggest(LRS, losses, "valley") < 5e-3
     assert 0.5e-3 < suggest(LRS, losses, "minimum") < 3e-3
+
+
+def test_valley_lands_on_the_known_answer_of_a_piecewise_curve():
+    # Flat at 3 up to 1e-4, straight down (in log LR) to 1 at 1e-2, then a parabola up. The valley
+    # starts where the loss was last 2/3 of the way up from the minimum (3 - 2/3 * 2 = 1.667 above
+    # it: at 10^-3.667) and ends at the minimum (1e-2): its log-middle is 10^-2.833 = 1.47e-3.
+    x = np.log10(LRS)
+    loss = np.where(x < -4, 3.0, np.where(x < -2, 3.0 - (x + 4), 1.0 + 8 * (x + 2) ** 2))
+    # Within the smoothing window (9 of 100 points: +-0.36 decades), which moves a lopsided minimum.
+    assert abs(np.log10(suggest(LRS, loss, "valley")) - -2.833) < 0.2
+    assert abs(np.log10(suggest(LRS, loss, "minimum")) - -3.0) < 0.2

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-POLICIES = ("top-down", "side-on", "none")
+from germinate.config import POLICIES
 
 
 def check_policy(name: str) -> str:

@@ -119,24 +119,115 @@ def _key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), st.st_mtime_ns, st.st_size
 
 
+DEFAULT_LIMIT_GB = 20.0
+
+
+def cache_limit_bytes() -> int:
+    """The cache's size bound: $GERMINATE_CACHE_GB gibibytes (default 20)."""
+    from germinate.errors import GerminateError
+
+    text = os.environ.get("GERMINATE_CACHE_GB", "")
+    try:
+        gb = float(text) if text else DEFAULT_LIMIT_GB
+    except ValueError:
+        raise GerminateError(f"GERMINATE_CACHE_GB must be a number of gibibytes, got {text!r}") from None
+    return int(gb * 2**30)
+
+
+def _size_dirs(root: Path) -> list[Path]:
+    base = Path(root) / f"v{CACHE_VERSION}"
+    return sorted(p for p in base.glob("px*") if p.is_dir()) if base.is_dir() else []
+
+
+def _dir_bytes(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.iterdir() if f.is_file())
+
+
+def cache_info(root: str | os.PathLike) -> list[dict]:
+    """Per cached size: px, images, bytes and when it was last used."""
+    import time
+
+    out = []
+    for d in _size_dirs(Path(root)):
+        index = d / "index.json"
+        try:
+            rows = json.loads(index.read_text()).get("rows", 0)
+        except (OSError, ValueError):
+            rows = 0
+        used = index.stat().st_mtime if index.exists() else d.stat().st_mtime
+        out.append({"px": int(d.name[2:]), "images": rows, "bytes": _dir_bytes(d),
+                    "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(used))})
+    return out
+
+
+def _remove_size(d: Path) -> int | None:
+    """Delete one cached size unless a writer holds it; returns the bytes freed (None: busy).
+    Unlinking never disturbs a process that has the rows mapped: its mapping keeps the file."""
+    import shutil
+
+    try:
+        with open(d / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            freed = _dir_bytes(d)
+            shutil.rmtree(d)
+            return freed
+    except BlockingIOError:
+        return None
+    except FileNotFoundError:
+        return 0
+
+
+def clear_cache(root: str | os.PathLike) -> tuple[int, int]:
+    """Delete every cached size not being written right now; returns (bytes freed, sizes removed)."""
+    freed = removed = 0
+    for d in _size_dirs(Path(root)):
+        got = _remove_size(d)
+        if got is not None:
+            freed, removed = freed + got, removed + 1
+    return freed, removed
+
+
+def _make_room(root: Path, keep: Path, needed: int, limit: int) -> bool:
+    """Evict other cached sizes, least recently used first, until `needed` more bytes fit."""
+    def last_used(d: Path) -> float:
+        index = d / "index.json"
+        return index.stat().st_mtime if index.exists() else 0.0
+
+    if needed + (_dir_bytes(keep) if keep.is_dir() else 0) > limit:
+        return False  # would not fit even alone: evicting the others would only lose them
+    others = sorted((d for d in _size_dirs(root) if d != keep), key=last_used)
+    total = sum(_dir_bytes(d) for d in _size_dirs(root))
+    while total + needed > limit and others:
+        total -= _remove_size(others.pop(0)) or 0
+    return total + needed <= limit
+
+
 class DiskCache:
-    """A folder holding, per pixel size, `images.u8` (rows of px*px*3 bytes) and `index.json`."""
+    """A folder holding, per pixel size, `images.u8` (rows of px*px*3 bytes) and `index.json`.
+
+    Rows are only ever appended: a reader maps the rows its index lists, so no write may change
+    or truncate them. A torn tail (a writer killed mid-append) is overwritten in place; a corrupt
+    index starts a new data file (the old one is unlinked, never truncated, so a process that
+    still maps it keeps reading good rows).
+    """
 
     def __init__(self, root: str | os.PathLike, px: int):
-        self.dir = Path(root) / f"v{CACHE_VERSION}" / f"px{px}"
+        self.root = Path(root)
+        self.dir = self.root / f"v{CACHE_VERSION}" / f"px{px}"
         self.px = px
         self.row_bytes = px * px * 3
         self.data_path, self.index_path = self.dir / "images.u8", self.dir / "index.json"
 
-    def _read_index(self) -> dict:
+    def _read_index(self) -> dict | None:
+        """The index, or None when it is missing or unusable."""
         try:
             index = json.loads(self.index_path.read_text())
             n_rows = self.data_path.stat().st_size // self.row_bytes
-            if index.get("version") == CACHE_VERSION and index.get("rows", -1) <= n_rows:
+            if index.get("version") == CACHE_VERSION and 0 <= index.get("rows", -1) <= n_rows:
                 return index
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
-        return {"version": CACHE_VERSION, "rows": 0, "entries": {}}
+        return None
 
     def _write_index(self, index: dict) -> None:
         tmp = self.index_path.with_suffix(".tmp")
@@ -150,31 +241,43 @@ class DiskCache:
         with open(self.dir / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time; readers use finished rows only
             index = self._read_index()
-            if index["rows"] * self.row_bytes != (self.data_path.stat().st_size if self.data_path.exists() else 0):
-                # A writer died mid-append: drop the torn tail so that rows stay aligned.
-                with open(self.data_path, "ab") as f:
-                    f.truncate(index["rows"] * self.row_bytes)
+            if index is None:
+                self.data_path.unlink(missing_ok=True)  # mappings of the old file stay valid
+                index = {"version": CACHE_VERSION, "rows": 0, "entries": {}}
             entries = index["entries"]
             stale = [i for i, (p, m, s) in enumerate(keys) if entries.get(p, [None, None])[:2] != [m, s]]
+            if stale and not _make_room(self.root, self.dir, len(stale) * self.row_bytes, cache_limit_bytes()):
+                reporter.warn(f"the image cache {self.root} is at its size limit (GERMINATE_CACHE_GB); "
+                              "decoding these images without caching them")
+                return None
             if stale:
-                with open(self.data_path, "ab") as data:
-                    for j, arr, reason in _decode_all([keys[i][0] for i in stale], self.px, workers, reporter, "caching images"):
-                        path, mtime, size = keys[stale[j]]
-                        if arr is None:
-                            entries[path] = [mtime, size, -1, reason]
-                        else:
-                            data.write(arr.tobytes())
-                            entries[path] = [mtime, size, index["rows"], None]
-                            index["rows"] += 1
-                    data.flush()
-                    os.fsync(data.fileno())
+                self._append(index, keys, stale, workers, reporter)
                 self._write_index(index)
+            elif self.index_path.exists():
+                os.utime(self.index_path)  # last used: eviction goes least recently used first
         rows = np.array([entries[p][2] for p, _, _ in keys], dtype=np.int64)
         skipped = [Skipped(str(files[i]), entries[keys[i][0]][3]) for i in np.flatnonzero(rows < 0)]
         ok = np.flatnonzero(rows >= 0)
         shape = (index["rows"], self.px, self.px, 3)
         array = np.memmap(self.data_path, np.uint8, "r", shape=shape) if index["rows"] else np.zeros(shape, np.uint8)
         return Decoded(ArraySource(array, rows[ok]), ok, skipped)
+
+    def _append(self, index: dict, keys: list, stale: list[int], workers: int, reporter: Reporter) -> None:
+        """Decode the `stale` files and write their rows after the last finished row."""
+        entries = index["entries"]
+        mode = "r+b" if self.data_path.exists() else "wb"
+        with open(self.data_path, mode) as data:
+            data.seek(index["rows"] * self.row_bytes)  # over a torn tail, if any; never truncating
+            for j, arr, reason in _decode_all([keys[i][0] for i in stale], self.px, workers, reporter, "caching images"):
+                path, mtime, size = keys[stale[j]]
+                if arr is None:
+                    entries[path] = [mtime, size, -1, reason]
+                else:
+                    data.write(arr.tobytes())
+                    entries[path] = [mtime, size, index["rows"], None]
+                    index["rows"] += 1
+            data.flush()
+            os.fsync(data.fileno())
 
 
 def decode_images(
@@ -192,7 +295,9 @@ def decode_images(
     """
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if use_cache:
-        return DiskCache(cache_dir or default_cache_dir(), px).load(files, workers, reporter)
+        cached = DiskCache(cache_dir or default_cache_dir(), px).load(files, workers, reporter)
+        if cached is not None:
+            return cached
     ok, skipped = [], []
     for i, arr, reason in _decode_all([str(f) for f in files], px, workers, reporter, "checking images"):
         if arr is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -47,8 +48,9 @@ def center_square(im: Image.Image) -> Image.Image:
     return im.crop((left, top, left + side, top + side))
 
 
-def read_image(path: str | Path, px: int) -> np.ndarray:
-    """Decode `path` to a (px, px, 3) uint8 array: EXIF orientation honoured, centre square, resized.
+def read_image(path: str | Path | BinaryIO, px: int, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode `path` (or an open binary file) to a (px, px, 3) uint8 array: EXIF orientation
+    honoured, centre square, resized. Images over `max_pixels` are refused before decoding.
 
     Raises UnreadableImage with a short reason for anything that is not a usable image.
     """
@@ -57,7 +59,7 @@ def read_image(path: str | Path, px: int) -> np.ndarray:
             # PIL only warns between 1x and 2x its pixel limit; we refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                if im.width * im.height > MAX_PIXELS:
+                if im.width * im.height > max_pixels:
                     raise UnreadableImage(f"too large ({im.width}x{im.height} pixels)")
                 if im.format == "JPEG":
                     # Let libjpeg decode at a reduced scale: much faster for large photos.

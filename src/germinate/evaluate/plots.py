@@ -25,9 +25,13 @@ def plot_lr_find(result, path: str | Path, title: str = "LR range test") -> None
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
     ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
-    if result.suggestion is not None:
-        y = np.interp(np.log(result.suggestion), np.log(result.lrs), np.nan_to_num(result.smoothed, nan=np.nanmax(result.smoothed)))
-        ax.plot([result.suggestion], [y], "o", color="C3", ms=9, label=f"{result.method}: {result.suggestion:.2e}")
+    if result.curve_suggestion is not None:
+        at = result.curve_suggestion
+        y = np.interp(np.log(at), np.log(result.lrs), np.nan_to_num(result.smoothed, nan=np.nanmax(result.smoothed)))
+        label = f"{result.method}: {at:.2e}"
+        if result.scale != 1:  # the curve's rate goes to the earliest group; the head gets more
+            label += f" (earliest group) -> lr {result.suggestion:.2e} (head)"
+        ax.plot([at], [y], "o", color="C3", ms=9, label=label)
     finite = result.smoothed[np.isfinite(result.smoothed)]
     if len(finite):
         lo, hi = finite.min(), finite[: max(1, len(finite) // 10 + 1)].max()

@@ -8,7 +8,7 @@ views and over snapshot models.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +66,10 @@ def predict_views(
     bs: int = 64,
     device: torch.device | str = "cpu",
     reporter: Reporter = SILENT,
+    check_stop: Callable[[], None] = lambda: None,
 ) -> np.ndarray:
-    """Class probabilities per view, averaged over `nets`: an array (views, images, classes)."""
+    """Class probabilities per view, averaged over `nets`: an array (views, images, classes).
+    `check_stop` is called before each batch (it raises to stop)."""
     device = torch.device(device)
     amp = bf16_is_fast(device)
     plain = ImageDataset(source, np.zeros(len(source), dtype=np.int64), eval_transform(info.eval_size))
@@ -78,6 +80,7 @@ def predict_views(
     batches = _batches(len(source), bs)
     with reporter.progress(f"predicting ({len(views)} view{'s' * (len(views) > 1)})", len(batches)) as advance:
         for idx in batches:
+            check_stop()
             x = torch.stack([plain[(i, None)][0] for i in idx]).to(device)
             for v, view in enumerate(views):
                 if view.random is None:

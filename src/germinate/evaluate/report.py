@@ -9,6 +9,7 @@ import html
 import json
 from pathlib import Path
 
+from germinate.config import TrainConfig
 from germinate.run import RunFolder
 from germinate.utils import write_text_atomic
 
@@ -18,7 +19,7 @@ IMAGES = [
     ("lr_find_head.png", "LR range test, head"),
     ("lr_find_unfrozen.png", "LR range test, unfrozen"),
     ("confusion.png", "Confusion matrix (with TTA)"),
-    ("top_losses.png", "Top losses: predicted / actual, loss, probability of the actual class"),
+    ("top_losses.png", "Top losses: each title gives the truth, the prediction, the loss and the probability of the truth"),
 ]
 
 STYLE = """
@@ -47,38 +48,62 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def _headline(cfg: dict, final: dict | None) -> str:
+    """What a reader wants first: the score with and without TTA, the time, the worst confusions
+    and the command that repeats the run."""
+    command = f"<pre>{html.escape(cfg.get('command') or '')}</pre>"
+    if not final:
+        return "<p>The run has not finished: no final evaluation yet.</p>" + command
+    p, t = final["plain"], final["tta"]
+    out = (f'<p class="big">micro-F1 {t["f1_micro"]:.4f} with TTA, {p["f1_micro"]:.4f} without</p>'
+           f'<p>on {t["n"]} validation images; TTA: {final["tta_views"]} views, {final["snapshots"]} model(s); '
+           f'{final["seconds"] / 60:.1f} minutes in all.</p>')
+    pairs = t["most_confused"][:5]
+    if pairs:
+        out += "<p>Most confused (truth &rarr; predicted: count): " + "; ".join(
+            f"{html.escape(a)} &rarr; {html.escape(b)}: {n}" for a, b, n in pairs) + "</p>"
+    return out + command
+
+
 def _sections(run: RunFolder) -> list[tuple[str, str]]:
     cfg = run.read_json("config.json")
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else None
     skipped = run.read_csv("skipped.csv")
     c = cfg["config"]
-    out = []
+    out = [("Result", _headline(cfg, final))]
+    if final:
+        p, t = final["plain"], final["tta"]
+        res = _table(["", "accuracy", "micro-F1", "macro-F1", "loss", "n"],
+                     [[name, *(_fmt(m[k]) for k in ("accuracy", "f1_micro", "f1_macro", "loss", "n"))] for name, m in (("plain", p), ("TTA", t))])
+        res += _table(["class", "precision", "recall", "F1", "support"],
+                      [[k, *(_fmt(v[x]) for x in ("precision", "recall", "f1", "support"))] for k, v in t["per_class"].items()])
+        out.append(("Metrics", res))
+        pairs = _table(["truth", "predicted as", "count"], t["most_confused"]) if t["most_confused"] else "<p>No confusions.</p>"
+        out.append(("Most confused", pairs + "".join(_image(run / n, cap) for n, cap in IMAGES[4:5] if (run / n).exists())))
+        out.append(("Top losses", "".join(_image(run / n, cap) for n, cap in IMAGES[5:] if (run / n).exists())))
+    metrics = run.read_csv("metrics.csv")
+    timings = {(r["stage"], r["epoch"]): r["seconds"] for r in run.read_csv("timings.csv")}
+    rows = [[*m.values(), f"{float(timings.get((m['stage'], m['epoch']), 'nan')):.1f}"] for m in metrics]
+    curves = _table([*metrics[0].keys(), "seconds"], rows) if metrics else "<p>No epochs yet.</p>"
+    out.append(("Training", curves + "".join(_image(run / n, cap) for n, cap in IMAGES[:4] if (run / n).exists())))
+    plan_rows = [[s["name"], _body(s), s["schedule"], s["cycles"], f"{s['cycle_len']:g}", s["cycle_mult"],
+                  ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"] for s in cfg["plan"]]
+    out.append(("Plan", _table(["stage", "trains", "schedule", "cycles", "cycle len", "cycle mult", "peak LR per group", "precomputed"], plan_rows)))
     counts = cfg.get("class_counts", {})
     data = f"<p>{cfg['counts']['train']} training and {cfg['counts']['valid']} validation images in {len(cfg['classes'])} classes, from <code>{html.escape(c['train_dir'])}</code>.</p>"
     data += _table(["class", "training images", "validation images"], [[k, v["train"], v["valid"]] for k, v in counts.items()])
     data += f"<p>Skipped files: {len(skipped)}</p>" + (_table(["path", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else "")
     out.append(("Data", data))
     settings = [[k, c[k]] for k in ("arch", "pretrained", "size", "flip", "min_scale", "bs", "opt", "wd", "hidden", "dropout", "seed")]
-    settings.insert(3, ["test_size", c.get("test_size") or round(c["size"] * 1.25)])
-    model = _table(["setting", "value"], settings)
-    out.append(("Model", model))
-    plan_rows = [[s["name"], "frozen" if s["frozen"] else "unfrozen", s["schedule"], s["cycles"], s["cycle_len"], s["cycle_mult"],
-                  ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"] for s in cfg["plan"]]
-    out.append(("Plan", _table(["stage", "body", "schedule", "cycles", "cycle len", "cycle mult", "peak LR per group", "precomputed"], plan_rows)))
-    metrics = run.read_csv("metrics.csv")
-    curves = _table(list(metrics[0].keys()), [list(m.values()) for m in metrics]) if metrics else "<p>No epochs yet.</p>"
-    out.append(("Training", curves + "".join(_image(run / n, cap) for n, cap in IMAGES[:4] if (run / n).exists())))
-    if final:
-        p, t = final["plain"], final["tta"]
-        res = f'<p class="big">micro-F1 {t["f1_micro"]:.4f}</p><p>with TTA ({final["tta_views"]} views, {final["snapshots"]} model(s)); {final["seconds"] / 60:.1f} minutes in all.</p>'
-        res += _table(["", "accuracy", "micro-F1", "macro-F1", "loss", "n"], [[name, *(_fmt(m[k]) for k in ("accuracy", "f1_micro", "f1_macro", "loss", "n"))] for name, m in (("plain", p), ("TTA", t))])
-        res += _table(["class", "precision", "recall", "F1", "support"], [[k, *(_fmt(v[x]) for x in ("precision", "recall", "f1", "support"))] for k, v in t["per_class"].items()])
-        out.append(("Results", res))
-        pairs = _table(["actual", "predicted as", "count"], t["most_confused"]) if t["most_confused"] else "<p>No confusions.</p>"
-        out.append(("Most confused", pairs + "".join(_image(run / n, cap) for n, cap in IMAGES[4:5] if (run / n).exists())))
-        out.append(("Top losses", "".join(_image(run / n, cap) for n, cap in IMAGES[5:] if (run / n).exists())))
+    settings.insert(3, ["test_size", TrainConfig.from_dict(c).eval_size])
+    out.append(("Model", _table(["setting", "value"], settings)))
     out.append(("Reproduce", f"<pre>{html.escape(cfg.get('command') or '')}</pre><p>germinate {html.escape(cfg['germinate_version'])}</p>"))
     return out
+
+
+def _body(stage: dict) -> str:
+    groups = stage.get("frozen_groups", 2 if stage.get("frozen") else 0)
+    return {0: "whole network", 2: "head only"}.get(groups, f"groups {groups + 1}-3")
 
 
 def write_report(run_dir: str | Path) -> Path:

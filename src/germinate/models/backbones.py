@@ -33,15 +33,22 @@ class Backbone:
 
 
 class TimmBody(nn.Module):
-    """A timm model without its classifier, returning the last feature map."""
+    """A timm model without its classifier, returning its last features as a (B, C, H, W) map:
+    NHWC maps (Swin) are permuted, and a transformer's patch tokens (B, N, C) become a
+    (B, C, N, 1) map, its class/register tokens dropped, so the head pools them like pixels."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         model.reset_classifier(0, "")
         self.model = model
+        self.nhwc = str(getattr(model, "output_fmt", "NCHW")).endswith("NHWC")
+        self.prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
+        out = self.model.forward_features(x)
+        if out.ndim == 3:
+            return out[:, self.prefix_tokens :].transpose(1, 2).unsqueeze(-1)
+        return out.permute(0, 3, 1, 2) if self.nhwc else out
 
 
 def _params(*modules: nn.Module) -> list[nn.Parameter]:
@@ -92,9 +99,7 @@ def _torchvision(arch: str, pretrained: bool) -> nn.Module:
 
 
 def _timm(arch: str, pretrained: bool) -> nn.Module:
-    import timm
-
-    return W.timm_pretrained(arch) if pretrained else timm.create_model(arch, pretrained=False)
+    return W.timm_pretrained(arch) if pretrained else W.create_timm(arch, pretrained=False)
 
 
 def _timm_norm(model: nn.Module) -> tuple[tuple, tuple]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from germinate.errors import GerminateError
 from germinate.models.backbones import Backbone, create_backbone
 from germinate.models.head import ConcatPool, create_head
 
@@ -53,6 +54,27 @@ def create_network(
     weights_file: str | None = None,
     hidden: int = 512,
     dropout: float = 0.5,
+    probe_size: int | None = None,
 ) -> Network:
-    """A backbone with pretrained weights and a fresh head for `n_classes`."""
-    return Network(create_backbone(arch, pretrained, weights_file), n_classes, hidden, dropout)
+    """A backbone with pretrained weights and a fresh head for `n_classes`. With `probe_size`,
+    one blank image of that size goes through it first, so that a backbone that cannot take
+    such images is refused now, in one line, not in the middle of a run."""
+    net = Network(create_backbone(arch, pretrained, weights_file), n_classes, hidden, dropout)
+    if probe_size:
+        check_input_size(net, probe_size)
+    return net
+
+
+@torch.no_grad()
+def check_input_size(net: Network, size: int) -> None:
+    """Raise a GerminateError if `net` cannot classify (size x size) images."""
+    was_training = net.training
+    try:
+        out = net.eval()(torch.zeros(1, 3, size, size))
+    except Exception as e:  # the backbone's own complaint, whatever its type
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise GerminateError(f"backbone {net.arch} cannot take {size} px images ({reason}); try another --size") from e
+    finally:
+        net.train(was_training)
+    if out.ndim != 2:
+        raise GerminateError(f"backbone {net.arch} gives features germinate cannot pool (output {tuple(out.shape)})")

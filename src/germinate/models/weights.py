@@ -101,12 +101,26 @@ def torchvision_state(arch: str) -> dict[str, torch.Tensor]:
         ) from e
 
 
+def create_timm(arch: str, pretrained: bool = False) -> nn.Module:
+    """timm.create_model, asking transformers to accept any image size (ViT: dynamic_img_size,
+    Swin: strict_img_size=False); models without such options are built as they are."""
+    import timm
+
+    for extra in ({"dynamic_img_size": True}, {"strict_img_size": False}, {}):
+        try:
+            return timm.create_model(arch, pretrained=pretrained, **extra)
+        except TypeError:  # this model takes no such keyword
+            if not extra:
+                raise
+    raise AssertionError("unreachable")
+
+
 def timm_pretrained(arch: str) -> nn.Module:
     """A timm model with its pretrained weights from the local cache, downloading if online."""
     import timm
 
     try:
-        return timm.create_model(arch, pretrained=True)
+        return create_timm(arch, pretrained=True)
     except Exception as e:
         raise GerminateError(
             f"no pretrained weights for {arch} offline (timm looks in the Hugging Face cache, "

@@ -1,4 +1,5 @@
-"""Resumable checkpoints: plain tensors and Python values only, so they load with weights_only=True."""
+"""Resumable checkpoints (plain tensors and Python values only, so they load with weights_only=True)
+and the run's training logs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import torch
 
 from germinate.errors import GerminateError
 from germinate.utils import atomic_path
+
+METRIC_FIELDS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "f1_micro", "f1_macro"]
+LR_FIELDS = ["step", "epoch", "stage", "lr_group0", "lr_group1", "lr_group2"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -51,3 +55,29 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise GerminateError(f"checkpoint {path} cannot be read (truncated or not a germinate checkpoint): {str(e).splitlines()[0][:120]}") from e
+
+
+def learner_state(learn: Any) -> dict[str, Any]:
+    """Everything a Learner needs to continue exactly from where it is."""
+    return {
+        "format": "germinate-checkpoint",
+        "arch": learn.net.arch,
+        "classes": list(learn.data.classes),
+        "model": learn.net.state_dict(),
+        "optimizer": learn.opt.state_dict(),
+        "plan": [s.to_dict() for s in learn.plan],
+        "position": {"stage": learn.pos.stage, "epoch": learn.pos.epoch, "batch": learn.pos.batch},
+        "epoch_stats": [learn._epoch.loss_sum, learn._epoch.count],
+        "history": learn.history,
+        "lr_log": learn.lr_log,
+        "best_f1": learn.best_f1,
+        "rng": rng_state(),
+    }
+
+
+def write_logs(run: Any, history: list[dict], lr_log: list[dict]) -> None:
+    """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
+    fmt = [{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in h.items()} for h in history]
+    run.write_csv("metrics.csv", fmt, METRIC_FIELDS)
+    run.write_csv("timings.csv", fmt, ["stage", "epoch", "seconds"])
+    run.write_csv("lrs.csv", lr_log, LR_FIELDS)

@@ -1,80 +1,43 @@
 """The learner: a network, its data and an optimizer, with a fit loop that reads top to bottom.
 
-Stages are run with `fit_stage`; `freeze`/`freeze_to`/`unfreeze` choose which layer groups
-train; `lr_find` runs the LR range test and leaves no trace; with the body frozen, the head can
-train on precomputed body features (`precompute`), which is many times faster.
+A stage is run with `fit_stage`; `freeze`/`freeze_to`/`unfreeze` choose which layer groups train
+(and a stage keeps the freeze it was planned with); `lr_find` runs the LR range test and leaves
+no trace; with the body frozen, the head trains on precomputed body features. Every long loop
+polls `stop_requested` (set by Ctrl-C/SIGTERM) and stops within a step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from germinate.config import TrainConfig
+from germinate.config import N_GROUPS, TrainConfig
 from germinate.data.augment import AugmentConfig, eval_transform, train_transform
 from germinate.data.bundle import DataBundle, Split
 from germinate.data.loaders import EpochBatches, ImageDataset, make_loader
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
-from germinate.models.export import save_weights
+from germinate.models.export import load_state_checked, save_weights
 from germinate.models.network import Network
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
+from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
-from germinate.training.schedule import Schedule, differential_lrs, sgdr_epochs
+from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
+from germinate.training.schedule import Schedule
 from germinate.ui import SILENT, Reporter
 from germinate.utils import bf16_is_fast, derive_seed, resolve_device
 
-METRIC_FIELDS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "f1_micro", "f1_macro"]
-LR_FIELDS = ["step", "epoch", "stage", "lr_group0", "lr_group1", "lr_group2"]
-
-
-@dataclass
-class Stage:
-    """One stage of training: which groups train, the LR schedule's shape and each group's peak."""
-
-    name: str
-    frozen: bool
-    schedule: str = "cosine"
-    epochs: int = 1
-    cycles: int = 1
-    cycle_len: int = 1
-    cycle_mult: int = 1
-    warmup_pct: float = 0.0
-    lrs: list[float] | None = None  # None: chosen by the LR range test when the stage starts
-    precompute: bool = False
-
-    def n_epochs(self) -> int:
-        """Epochs in the stage (for SGDR, from its cycles)."""
-        if self.schedule == "sgdr":
-            return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
-        return self.epochs
-
-    def make_schedule(self, steps_per_epoch: int) -> Schedule:
-        """The schedule object for this stage at `steps_per_epoch`."""
-        epochs = self.n_epochs()
-        return Schedule(
-            self.schedule, steps_per_epoch, epochs, self.cycles, self.cycle_len, self.cycle_mult,
-            warmup_steps=int(self.warmup_pct * epochs * steps_per_epoch),
-        )
-
-
-@dataclass
-class Position:
-    """Where training is: stage index, epoch in the stage, next batch in the epoch."""
-
-    stage: int = 0
-    epoch: int = 0
-    batch: int = 0
+BN_IMAGES = 1024  # training images the batchnorm statistics are re-estimated on
 
 
 @dataclass
@@ -87,7 +50,8 @@ class _EpochStats:
 class Learner:
     """Trains a Network on a DataBundle as a TrainConfig says; notebook-friendly."""
 
-    def __init__(self, net: Network, data: DataBundle, cfg: TrainConfig, run: RunFolder | None = None, reporter: Reporter = SILENT):
+    def __init__(self, net: Network, data: DataBundle, cfg: TrainConfig, run: RunFolder | None = None,
+                 reporter: Reporter = SILENT):
         self.cfg, self.data, self.run, self.reporter = cfg, data, run, reporter
         self.device = resolve_device(cfg.device)
         self.net = net.to(self.device)
@@ -125,7 +89,7 @@ class Learner:
 
     def freeze(self) -> None:
         """Train the head only (the body's batchnorm layers still train)."""
-        self.freeze_to(len(self.net.layer_groups) - 1)
+        self.freeze_to(HEAD_ONLY)
 
     def unfreeze(self) -> None:
         """Train every layer group."""
@@ -134,7 +98,7 @@ class Learner:
     @property
     def is_frozen(self) -> bool:
         """True when the whole body is frozen."""
-        return self.frozen_groups >= len(self.net.layer_groups) - 1
+        return self.frozen_groups >= HEAD_ONLY
 
     def _set_lrs(self, lrs: list[float], momentum: float | None = None) -> None:
         for group, lr in zip(self.opt.param_groups, lrs):
@@ -144,6 +108,26 @@ class Learner:
                     group["betas"] = (momentum, group["betas"][1])
                 else:
                     group["momentum"] = momentum
+
+    # ---- stopping -------------------------------------------------------------------------
+    def request_stop(self) -> bool:
+        """Ask every loop to stop at its next safe point; returns whether one was already asked."""
+        already, self.stop_requested = self.stop_requested, True
+        return already
+
+    def _stop_if_requested(self, save: bool) -> None:
+        """Raise TrainingInterrupted if a stop was asked for. `save`: the learner is at a resumable
+        point (after a step, or validating), so checkpoint it; otherwise the run folder's last
+        checkpoint (written at the stage start) is where a resume continues."""
+        if not self.stop_requested:
+            return
+        if save:
+            self.save_checkpoint()
+        raise TrainingInterrupted(str(self.run.path if self.run else "."))
+
+    def check_stop_unsaved(self) -> None:
+        """Stop here if asked, leaving the run folder's last checkpoint as the resume point."""
+        self._stop_if_requested(save=False)
 
     # ---- batches --------------------------------------------------------------------------
     def _autocast(self):
@@ -158,9 +142,6 @@ class Learner:
             ds = ImageDataset(part.source, part.labels, tf)
             self._loaders[split] = (make_loader(ds, batches, self.cfg.workers, self.device), batches)
         return self._loaders[split]
-
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def _train_batches(self, key: tuple, start: int, precompute: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches of one epoch from batch `start`: images, or precomputed features."""
@@ -177,73 +158,51 @@ class Learner:
         loader, batches = self._loader("train")
         batches.set_epoch(key, start)
         for x, y in loader:
-            yield self._to_device(x, y)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one training epoch."""
         return len(EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed))
 
-    # ---- precomputed activations ----------------------------------------------------------------
-    @torch.no_grad()
-    def recalibrate_bn(self, max_images: int = 1024) -> None:
-        """Re-estimate the body's batchnorm statistics on (augmented) training images.
+    def _seeded_batches(self, split: Split, tf, items: list, bs: int):
+        ds = ImageDataset(split.source, split.labels, tf)
+        batches = [items[i : i + bs] for i in range(0, len(items), bs)]
+        return make_loader(ds, batches, self.cfg.workers, self.device, persistent=False), len(batches)
+
+    # ---- the frozen body: batchnorm statistics and precomputed features ------------------------
+    def recalibrate_bn(self, max_images: int = BN_IMAGES) -> None:
+        """Re-estimate the body's batchnorm statistics on augmented training images.
 
         The pretrained running statistics describe ImageNet, not these photos: features computed
-        with them differ from what the same body produces in training mode, so a head trained on
-        them starts the unfrozen stage on the wrong foot (AdaBN: Li et al., 2016).
+        with them differ from what the same body produces in training mode (AdaBN).
         """
-        bns = [m for m in self.net.body.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not bns:
-            return
         self._features = None  # features computed with the old statistics are stale
-        saved = [m.momentum for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over every batch seen
-        self.net.train()
-        n = min(max_images, len(self.data.train))
         train = self.data.train
-        ds = ImageDataset(train.source, train.labels, train_transform(self.aug))
+        n = min(max_images, len(train))
+        n -= n % self.cfg.bs if n > self.cfg.bs else 0  # whole batches: a tiny last one skews the average
         items = [(i, derive_seed(self.cfg.seed, "bn", i)) for i in range(n)]
-        batches = [items[i : i + self.cfg.bs] for i in range(0, n - n % self.cfg.bs or n, self.cfg.bs)]
-        loader = make_loader(ds, batches, self.cfg.workers, self.device, persistent=False)
-        with self.reporter.progress("recalibrating batchnorm", len(batches)) as advance:
-            for x, _ in loader:
-                with self._autocast():
-                    self.net.body(self.net.normalize(x.to(self.device)))
-                advance()
-        for m, mom in zip(bns, saved):
-            m.momentum = mom
+        loader, count = self._seeded_batches(train, train_transform(self.aug), items, self.cfg.bs)
+        with self.reporter.progress("recalibrating batchnorm", count) as advance:
+            recalibrate_bn(self.net, _advancing(loader, advance), self.device, self._autocast, self.check_stop_unsaved)
 
     def _precomputed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled body features of K augmented copies of the training set, and of the validation
-        set; computed once per frozen body (the body is in eval mode: it does not change)."""
+        set; computed once per frozen body."""
         if self._features is None:
-            k = self.cfg.precompute_augs
-            train = self.data.train
-            tf = train_transform(self.aug)
-            ds = ImageDataset(train.source, train.labels, tf)
+            train, valid, k = self.data.train, self.data.valid, self.cfg.precompute_augs
             copies = []
             for c in range(k):
                 items = [(i, derive_seed(self.cfg.seed, "precompute", c, i)) for i in range(len(train))]
-                copies.append(self._features_of(ds, items, f"precomputing features {c + 1}/{k}"))
-            vds = ImageDataset(self.data.valid.source, self.data.valid.labels, eval_transform(self.cfg.eval_size))
-            valid = self._features_of(vds, [(i, None) for i in range(len(self.data.valid))], "precomputing validation features")
-            self._features = (torch.stack(copies), valid)
+                copies.append(self._features_of(train, train_transform(self.aug), items, f"precomputing features {c + 1}/{k}"))
+            items = [(i, None) for i in range(len(valid))]
+            vfeats = self._features_of(valid, eval_transform(self.cfg.eval_size), items, "precomputing validation features")
+            self._features = (torch.stack(copies), vfeats)
         return self._features
 
-    @torch.no_grad()
-    def _features_of(self, ds: ImageDataset, items: list, what: str) -> torch.Tensor:
-        self.net.eval()
-        batches = [items[i : i + self.cfg.bs * 2] for i in range(0, len(items), self.cfg.bs * 2)]
-        loader = make_loader(ds, batches, self.cfg.workers, self.device, persistent=False)
-        out = []
-        with self.reporter.progress(what, len(batches)) as advance:
-            for x, _ in loader:
-                with self._autocast():
-                    out.append(self.net.features(x.to(self.device, non_blocking=True)).float())
-                advance()
-        return torch.cat(out)
+    def _features_of(self, split: Split, tf, items: list, what: str) -> torch.Tensor:
+        loader, count = self._seeded_batches(split, tf, items, self.cfg.bs * 2)
+        with self.reporter.progress(what, count) as advance:
+            return pooled_features(self.net, _advancing(loader, advance), self.device, self._autocast, self.check_stop_unsaved)
 
     # ---- one step, one epoch, one stage -----------------------------------------------------
     def _forward(self, x: torch.Tensor, precompute: bool) -> torch.Tensor:
@@ -263,18 +222,21 @@ class Learner:
         if precompute:
             self.net.body.eval()  # features were computed in eval mode; keep it that way
 
+    def _uses_precompute(self, stage: Stage) -> bool:
+        return stage.precompute and stage.head_only
+
     def _train_epoch(self, stage: Stage, sched: Schedule, epoch: int) -> float:
-        spe = sched.steps_per_epoch
-        key = (self.pos.stage, epoch)
+        spe, precompute = sched.steps_per_epoch, self._uses_precompute(stage)
         if self.pos.batch == 0:
             self._epoch = _EpochStats()
-        self._set_mode(stage.precompute)
+        self._set_mode(precompute)
+        batches = self._train_batches((self.pos.stage, epoch), self.pos.batch, precompute)
         with self.reporter.progress(f"{stage.name} {epoch + 1}/{stage.n_epochs()}", spe - self.pos.batch) as advance:
-            for b, (x, y) in enumerate(self._train_batches(key, self.pos.batch, stage.precompute), start=self.pos.batch):
+            for b, (x, y) in enumerate(batches, start=self.pos.batch):
                 step = epoch * spe + b
                 lrs = [p * sched.lr_mult(step) for p in stage.lrs]
                 self._set_lrs(lrs, sched.momentum(step))
-                loss = self._step(x, y, stage.precompute)
+                loss = self._step(x, y, precompute)
                 if not math.isfinite(loss):
                     raise GerminateError(
                         f"the training loss became {loss} in {stage.name} epoch {epoch + 1}: the LR is too high "
@@ -286,16 +248,14 @@ class Learner:
                                     **{f"lr_group{g}": f"{pg['lr']:.6g}" for g, pg in enumerate(self.opt.param_groups)}})
                 self.pos.batch = b + 1
                 advance(loss=f"{self._epoch.loss_sum / self._epoch.count:.3f}")
-                if self.stop_requested:
-                    self.save_checkpoint()
-                    raise TrainingInterrupted(str(self.run.path if self.run else "."))
+                self._stop_if_requested(save=True)
         return self._epoch.loss_sum / max(self._epoch.count, 1)
 
     def fit_stage(self, stage: Stage) -> None:
         """Run `stage` from the current position to its end (validating after every epoch)."""
         if stage.lrs is None:
             raise GerminateError(f"stage {stage.name} has no learning rates")
-        self.freeze() if stage.frozen else self.unfreeze()
+        self.freeze_to(stage.frozen_groups)
         sched = stage.make_schedule(self.steps_per_epoch())
         # Cycle ends before the last: the last is the final model itself.
         cycle_ends = {end // sched.steps_per_epoch for _, end in sched.cycle_bounds()[:-1]}
@@ -303,12 +263,13 @@ class Learner:
             self.pos.epoch = epoch
             train_loss = self._train_epoch(stage, sched, epoch)
             seconds = time.perf_counter() - self._epoch.started
-            row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss, **self._validate(stage.precompute)}
+            row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
+                   **self._validate(self._uses_precompute(stage))}
             self.history.append({**row, "seconds": seconds})
             self.pos.epoch, self.pos.batch = epoch + 1, 0
             self._epoch = _EpochStats()
-            self._after_epoch(row, seconds, snapshot=not stage.frozen and epoch + 1 in cycle_ends)
-        if not stage.precompute:
+            self._after_epoch(row, seconds, snapshot=stage.frozen_groups == 0 and epoch + 1 in cycle_ends)
+        if not self._uses_precompute(stage):
             self._features = None  # the body (or its batchnorm statistics) changed
         self.pos = Position(self.pos.stage + 1)
 
@@ -321,10 +282,9 @@ class Learner:
             save_weights(self.net, self.run.best, len(self.data.classes))
         if snapshot and self.cfg.snapshot_ensemble:
             save_weights(self.net, self.run / f"snapshot-{len(self.history)}.safetensors", len(self.data.classes))
-        self.write_logs()
         self.save_checkpoint()
 
-    # ---- validation and prediction --------------------------------------------------------------
+    # ---- validation -------------------------------------------------------------------------------
     @torch.no_grad()
     def _valid_logits(self, precompute: bool) -> torch.Tensor:
         self.net.eval()
@@ -333,15 +293,19 @@ class Learner:
         loader, batches = self._loader("valid")
         batches.set_epoch(())
         out = []
-        for x, _ in loader:
-            with self._autocast():
-                out.append(self.net(x.to(self.device, non_blocking=True)).float())
+        with self.reporter.progress("validating", len(batches)) as advance:
+            for x, _ in loader:
+                self._stop_if_requested(save=True)  # the last step's state is complete: resumable
+                with self._autocast():
+                    out.append(self.net(x.to(self.device, non_blocking=True)).float())
+                advance()
         return torch.cat(out)
 
     def _validate(self, precompute: bool = False) -> dict[str, float]:
         probs = self._valid_logits(precompute).softmax(1).cpu().numpy()
         labels = self.data.valid.labels
-        return {"valid_loss": float(M.cross_entropy(probs, labels).mean()), **M.summary(labels, probs.argmax(1), len(self.data.classes))}
+        return {"valid_loss": float(M.cross_entropy(probs, labels).mean()),
+                **M.summary(labels, probs.argmax(1), len(self.data.classes))}
 
     def validate(self) -> dict[str, float]:
         """Validation loss, accuracy, micro- and macro-F1 of the current model."""
@@ -352,10 +316,11 @@ class Learner:
                 suggest: str = "valley", probe: int = 64) -> LRFindResult:
         """Run the LR range test on the current freeze state and restore everything afterwards.
 
-        Every group gets the same LR during the test (as in fastai). After each training step the
-        loss is measured on one fixed batch of `probe` training images (eval mode, no gradient)
-        rather than taken from the step's own batch: batch-to-batch variation otherwise swamps
-        the curve once the network already learns. `probe=0` uses the training batch's loss.
+        Every group gets the same LR during the test (as in fastai). Its `suggestion` is "the LR"
+        (the head's peak, see training/plan.py): pass it to `fit_sgdr` or `--lr` to train as
+        `--lr auto` does. After each step the loss is measured on one fixed batch of `probe`
+        training images (eval mode, no gradient): batch-to-batch variation otherwise swamps the
+        curve once the network already learns. `probe=0` uses the training batch's loss.
         """
         lrs = exp_lrs(start, end, steps)
         precompute = self.is_frozen and self.precompute_enabled()
@@ -367,6 +332,7 @@ class Learner:
         try:
             with self.reporter.progress("LR range test", steps) as advance:
                 def step(lr: float) -> float:
+                    self.check_stop_unsaved()
                     self._set_mode(precompute)
                     self._set_lrs([lr] * len(self.opt.param_groups))
                     x, y = next(batches)
@@ -381,7 +347,8 @@ class Learner:
             self.net.load_state_dict(saved[0])
             self.opt.load_state_dict(saved[1])
             ckpt.set_rng_state(saved[2])
-        return LRFindResult.from_curve(lrs, np.asarray(losses), suggest)
+        scale = lr_for_suggestion(1.0, self.frozen_groups, self.cfg.lr_ratio)
+        return LRFindResult.from_curve(lrs, np.asarray(losses), suggest, scale)
 
     def _probe_batch(self, precompute: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed, evenly spread batch of training images (deterministic view) or their features."""
@@ -410,47 +377,36 @@ class Learner:
 
     # ---- notebook-style fitting ------------------------------------------------------------------
     def fit(self, epochs: int, lr: float | list[float], schedule: str = "cosine", **kw: Any) -> None:
-        """Train `epochs` epochs at peak `lr` (one value, or one per group) in the current freeze state."""
-        self._fit_adhoc(Stage("fit", self.is_frozen, schedule, epochs, lrs=self._peaks(lr), **kw))
+        """Train `epochs` epochs at "the LR" `lr` (the head's peak; or one value per group), in the
+        current freeze state."""
+        self._fit_adhoc(Stage("fit", self.frozen_groups, schedule, epochs, lrs=self._peaks(lr), **kw))
 
     def fit_sgdr(self, cycles: int, lr: float | list[float], cycle_len: int = 1, cycle_mult: int = 1) -> None:
         """SGDR: `cycles` cosine cycles, the first `cycle_len` epochs, each next `cycle_mult` times longer."""
-        self._fit_adhoc(Stage("fit", self.is_frozen, "sgdr", cycles=cycles, cycle_len=cycle_len, cycle_mult=cycle_mult, lrs=self._peaks(lr)))
+        self._fit_adhoc(Stage("fit", self.frozen_groups, "sgdr", cycles=cycles, cycle_len=cycle_len,
+                              cycle_mult=cycle_mult, lrs=self._peaks(lr)))
 
     def fit_one_cycle(self, epochs: int, lr: float | list[float]) -> None:
         """One cycle: warm up to `lr`, then anneal, momentum moving the other way."""
-        self._fit_adhoc(Stage("fit", self.is_frozen, "onecycle", epochs, lrs=self._peaks(lr)))
+        self._fit_adhoc(Stage("fit", self.frozen_groups, "onecycle", epochs, lrs=self._peaks(lr)))
 
-    def _peaks(self, lr: float | list[float]) -> list[float]:
+    def _peaks(self, lr: float | list[float]) -> tuple[float, ...]:
         if isinstance(lr, (list, tuple)):
-            return [float(x) for x in lr]
-        return [float(lr)] * 3 if self.is_frozen else differential_lrs(float(lr), self.cfg.lr_ratio)
+            if len(lr) != N_GROUPS:
+                raise GerminateError(f"give one LR or {N_GROUPS} (early body, late body, head), got {len(lr)}")
+            return tuple(float(x) for x in lr)
+        return tuple(stage_lrs(float(lr), self.frozen_groups, self.cfg.lr_ratio))
 
     def _fit_adhoc(self, stage: Stage) -> None:
-        stage.precompute = stage.frozen and self.precompute_enabled()
-        frozen = self.frozen_groups
-        self.plan.append(stage)
+        precompute = stage.head_only and self.precompute_enabled()
+        self.plan.append(dataclasses.replace(stage, precompute=precompute))
         self.pos = Position(len(self.plan) - 1)
-        self.fit_stage(stage)
-        self.freeze_to(frozen)
+        self.fit_stage(self.plan[-1])
 
     # ---- checkpoints and logs ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly from here (weights-only-safe types)."""
-        return {
-            "format": "germinate-checkpoint",
-            "arch": self.net.arch,
-            "classes": list(self.data.classes),
-            "model": self.net.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "plan": [asdict(s) for s in self.plan],
-            "position": asdict(self.pos),
-            "epoch_stats": [self._epoch.loss_sum, self._epoch.count],
-            "history": self.history,
-            "lr_log": self.lr_log,
-            "best_f1": self.best_f1,
-            "rng": ckpt.rng_state(),
-        }
+        return ckpt.learner_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint written by state_dict()."""
@@ -461,52 +417,28 @@ class Learner:
                 f"checkpoint is for {state['arch']} with {len(state['classes'])} classes, "
                 f"this run is {self.net.arch} with {len(self.data.classes)} classes"
             )
-        from germinate.models.export import load_state_checked
-
         load_state_checked(self.net, state["model"], "checkpoint")
         self.opt.load_state_dict(state["optimizer"])
-        self.plan = [Stage(**s) for s in state["plan"]]
+        self.plan = [Stage.from_dict(s) for s in state["plan"]]
         self.pos = Position(**state["position"])
         self._epoch = _EpochStats(*state["epoch_stats"])
         self.history, self.lr_log, self.best_f1 = list(state["history"]), list(state["lr_log"]), state["best_f1"]
         ckpt.set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
-        """Write the resumable checkpoint (and the logs) into the run folder."""
+        """Write the resumable checkpoint and the logs into the run folder."""
         if self.run is not None:
             ckpt.save_checkpoint(self.state_dict(), self.run.checkpoint)
-            self.write_logs()
+            ckpt.write_logs(self.run, self.history, self.lr_log)
 
     def write_logs(self) -> None:
         """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
-        if self.run is None:
-            return
-        fmt = [{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in h.items()} for h in self.history]
-        self.run.write_csv("metrics.csv", fmt, METRIC_FIELDS)
-        self.run.write_csv("timings.csv", fmt, ["stage", "epoch", "seconds"])
-        self.run.write_csv("lrs.csv", self.lr_log, LR_FIELDS)
+        if self.run is not None:
+            ckpt.write_logs(self.run, self.history, self.lr_log)
 
 
-@contextlib.contextmanager
-def graceful_interrupts(learner: Learner) -> Iterator[None]:
-    """Ctrl-C or SIGTERM asks the learner to stop after the current step and checkpoint;
-    a second Ctrl-C stops at once."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if learner.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        learner.stop_requested = True
-        learner.reporter.warn("stopping after this step (checkpointing)...")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def _advancing(batches, advance) -> Iterator:
+    """Yield from `batches`, advancing a progress bar after each."""
+    for b in batches:
+        yield b
+        advance()

@@ -160,26 +160,39 @@ def run_range_test(
 
 @dataclass
 class LRFindResult:
-    """A finished range test: the curve, the suggestion and how it was chosen."""
+    """A finished range test: the curve, the suggestion and how it was chosen.
+
+    `curve_suggestion` is where the rule reads the curve (one LR for every group); `suggestion`
+    is "the LR" to train with, the head's peak: `curve_suggestion * scale`, where `scale` maps
+    the curve's rate onto the earliest training group (1 for the head alone, r^2 unfrozen; see
+    training/plan.py). Passing `suggestion` back as the LR reproduces what `--lr auto` does.
+    """
 
     lrs: np.ndarray
     losses: np.ndarray
     method: str = "valley"
-    suggestion: float | None = None
+    scale: float = 1.0
+    curve_suggestion: float | None = None
     error: str | None = None
-    suggestions: dict[str, float] = field(default_factory=dict)
+    suggestions: dict[str, float] = field(default_factory=dict)  # every rule's curve reading
 
     @classmethod
-    def from_curve(cls, lrs: np.ndarray, losses: np.ndarray, method: str = "valley") -> LRFindResult:
+    def from_curve(cls, lrs: np.ndarray, losses: np.ndarray, method: str = "valley", scale: float = 1.0) -> LRFindResult:
         """Compute every rule's suggestion; keep the curve even when none can be read."""
         lrs, losses = np.asarray(lrs, float)[: len(losses)], np.asarray(losses, float)
-        result = cls(lrs, losses, method)
+        result = cls(lrs, losses, method, scale)
         try:
             result.suggestions = {name: suggest(lrs, losses, name) for name in SUGGESTERS}
-            result.suggestion = result.suggestions[method]
+            result.curve_suggestion = result.suggestions[method]
         except LRFindError as e:
             result.error = str(e)
         return result
+
+    @property
+    def suggestion(self) -> float | None:
+        """The LR to train with (the head's peak), to 3 significant digits so that the printed
+        number is exactly the one auto uses; None when the curve gave none."""
+        return None if self.curve_suggestion is None else float(f"{self.curve_suggestion * self.scale:.3g}")
 
     @property
     def smoothed(self) -> np.ndarray:
@@ -189,6 +202,22 @@ class LRFindResult:
         stop = bad[0] if len(bad) else len(self.losses)
         out[:stop] = smooth_centered(self.losses[:stop])
         return out
+
+    def summary(self) -> dict:
+        """The suggestion and how it was read, for lr_find.json."""
+        return {"suggestion": self.suggestion, "method": self.method, "curve_suggestion": self.curve_suggestion,
+                "scale": self.scale, "curve_suggestions": self.suggestions, "error": self.error}
+
+    def save(self, folder: str | Path, stem: str = "lr_find", title: str = "LR range test") -> None:
+        """`<stem>.csv` (lr, loss, smoothed_loss), `<stem>.json` (the suggestion) and `<stem>.png`."""
+        import json
+
+        from germinate.utils import write_text_atomic
+
+        folder = Path(folder)
+        self.to_csv(folder / f"{stem}.csv")
+        write_text_atomic(folder / f"{stem}.json", json.dumps(self.summary(), indent=2))
+        self.plot(folder / f"{stem}.png", title)
 
     def to_csv(self, path: str | Path) -> None:
         """Write `lr,loss,smoothed_loss`."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-SCHEDULES = ("cosine", "sgdr", "onecycle", "flat")
+from germinate.config import SCHEDULES
 
 
 def cos_anneal(start: float, end: float, pos: float) -> float:
@@ -40,8 +40,8 @@ class Schedule:
     kind: cosine (one cosine from the peak down), sgdr (cosine restarts, cycle i lasting
     cycle_len * cycle_mult^i epochs), onecycle (warm-up from peak/div for pct_start, then cosine
     down to peak/final_div, momentum moving the other way), flat (constant).
-    warmup_steps: optional linear warm-up at the start of the stage only, so that SGDR restarts
-    still jump straight back to the peak.
+    warmup_steps: optional linear warm-up at the start of the stage only (never past the first
+    cycle), so that SGDR restarts still jump straight back to the peak.
     """
 
     kind: str
@@ -74,9 +74,12 @@ class Schedule:
         """(first step, one past the last step) of each cycle; one cycle unless SGDR."""
         if self.kind != "sgdr":
             return [(0, self.total_steps)]
-        bounds, start = [], 0
+        # Rounded where each cycle ends, not per cycle, so that fractional cycles (--epochs fitted
+        # into SGDR) still end exactly on the stage's last step.
+        bounds, start, done = [], 0, 0.0
         for length in sgdr_cycle_lengths(self.cycles, self.cycle_len, self.cycle_mult):
-            end = start + max(1, round(length * self.steps_per_epoch))
+            done += length
+            end = max(start + 1, round(done * self.steps_per_epoch))
             bounds.append((start, end))
             start = end
         return bounds
@@ -91,9 +94,14 @@ class Schedule:
         else:
             start, end = next(b for b in self.cycle_bounds() if b[0] <= step < b[1])
             mult = cos_anneal(1.0, self.min_ratio, (step - start) / (end - start))
-        if step < self.warmup_steps:
-            mult *= (step + 1) / (self.warmup_steps + 1)
+        warmup = self.warmup_in_first_cycle()
+        if step < warmup:
+            mult *= (step + 1) / (warmup + 1)
         return mult
+
+    def warmup_in_first_cycle(self) -> int:
+        """Warm-up steps, cut to the first cycle: a restart always jumps straight back to the peak."""
+        return min(self.warmup_steps, self.cycle_bounds()[0][1])
 
     def _onecycle(self, step: int) -> float:
         up = max(1, round(self.pct_start * self.total_steps))

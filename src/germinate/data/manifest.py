@@ -1,0 +1,60 @@
+"""What a run's split was built from: every file used, its class, its split and its size, saved
+as split.csv with a SHA-256, so that a resume on changed data is refused with what changed (the
+split draws one random stream across classes: one added file moves validation images into
+training)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from germinate.data.bundle import DataBundle
+
+FIELDS = ["file", "class", "split", "bytes"]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # outside its folder (a symlinked tree): keep the whole path
+        return str(path)
+
+
+def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | os.PathLike | None = None) -> list[dict]:
+    """One row per image used: path relative to its folder, class, split, size in bytes."""
+    rows = []
+    for name, part, root in (("train", data.train, train_dir), ("valid", data.valid, valid_dir or train_dir)):
+        base = Path(root).absolute()
+        for f, label in zip(part.files, part.labels):
+            size = Path(f).stat().st_size if Path(f).exists() else -1
+            rows.append({"file": _relative(Path(f).absolute(), base), "class": data.classes[int(label)],
+                         "split": name, "bytes": str(size)})
+    return rows
+
+
+def rows_hash(rows: list[dict]) -> str:
+    """SHA-256 of the rows, in order."""
+    h = hashlib.sha256()
+    for r in rows:
+        h.update("\t".join(str(r[k]) for k in FIELDS).encode() + b"\n")
+    return h.hexdigest()
+
+
+def describe_change(old: list[dict], new: list[dict]) -> str | None:
+    """What differs between two manifests, in one line; None when they are the same."""
+    if rows_hash(old) == rows_hash(new):
+        return None
+    old_files = {r["file"]: r for r in old}
+    new_files = {r["file"]: r for r in new}
+    parts = []
+    added = sorted(set(new_files) - set(old_files))
+    removed = sorted(set(old_files) - set(new_files))
+    resized = sorted(f for f in set(old_files) & set(new_files) if old_files[f]["bytes"] != new_files[f]["bytes"])
+    moved = sorted(f for f in set(old_files) & set(new_files)
+                   if (old_files[f]["class"], old_files[f]["split"]) != (new_files[f]["class"], new_files[f]["split"]))
+    for what, names in (("added", added), ("removed or unreadable", removed), ("changed", resized),
+                        ("in another class or split", moved)):
+        if names:
+            parts.append(f"{len(names)} file(s) {what} (e.g. {names[0]!r})")
+    return "; ".join(parts) or "the order of the files changed"

@@ -1,0 +1,62 @@
+"""The frozen body's side of the head stage: batchnorm statistics re-estimated on the training
+images, and pooled body features computed once so that the head trains on them in seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from germinate.models.network import Network
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every batchnorm layer inside `module`."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_bn(net: Network, batches: Batches, device: torch.device, autocast: Callable,
+                   check_stop: Callable[[], None] = lambda: None) -> int:
+    """Replace the body's batchnorm running statistics by their average over `batches` (AdaBN:
+    Li et al., 2016); returns the number of batches seen. The other layers are untouched."""
+    bns = batchnorm_layers(net.body)
+    if not bns:
+        return 0
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch seen
+        m.train()
+    seen = 0
+    try:
+        for x, _ in batches:
+            check_stop()
+            with autocast():
+                net.body(net.normalize(x.to(device, non_blocking=True)))
+            seen += 1
+    finally:
+        for m, (momentum, training) in zip(bns, saved):
+            m.momentum = momentum
+            m.train(training)
+    return seen
+
+
+@torch.no_grad()
+def pooled_features(net: Network, batches: Batches, device: torch.device, autocast: Callable,
+                    check_stop: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """What the head sees for each image, in eval mode (the body does not change while frozen)."""
+    was_training = net.training
+    net.eval()
+    out = []
+    try:
+        for x, _ in batches:
+            check_stop()
+            with autocast():
+                out.append(net.features(x.to(device, non_blocking=True)).float())
+    finally:
+        net.train(was_training)
+    return torch.cat(out)

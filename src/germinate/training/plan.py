@@ -1,0 +1,158 @@
+"""A training plan: stages (which layer groups train, the LR schedule's shape, each group's peak),
+the position inside it, and the one learning-rate convention shared by the CLI, the API and the
+range test.
+
+"The LR" is the head's peak. Earlier groups learn slower: [lr/r^2, lr/r, lr] (r = --lr-ratio).
+The range test sweeps one LR for every group; its suggestion is a rate at which the whole
+trainable network learns steadily, so it goes to the earliest group that trains, and the LR it
+reports is the head's peak that puts it there (`lr_for_suggestion`). Passing that number back as
+`--lr`, or to `fit_sgdr`, reproduces what `--lr auto` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from germinate.config import N_GROUPS, TrainConfig
+from germinate.training.schedule import Schedule, differential_lrs, sgdr_cycle_lengths, sgdr_epochs
+
+HEAD_ONLY = N_GROUPS - 1  # frozen groups when only the head trains
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of training. `frozen_groups`: how many leading layer groups stay frozen (their
+    normalisation layers still train): 0 trains the whole network, 2 the head alone."""
+
+    name: str
+    frozen_groups: int
+    schedule: str = "cosine"
+    epochs: int = 1
+    cycles: int = 1
+    cycle_len: float = 1
+    cycle_mult: float = 1
+    warmup_pct: float = 0.0
+    lrs: tuple[float, ...] | None = None  # None: chosen by the LR range test when the stage starts
+    precompute: bool = False
+
+    @property
+    def head_only(self) -> bool:
+        """True when the whole body is frozen."""
+        return self.frozen_groups >= HEAD_ONLY
+
+    def n_epochs(self) -> int:
+        """Epochs in the stage (for SGDR, from its cycles)."""
+        if self.schedule == "sgdr":
+            return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
+        return self.epochs
+
+    def make_schedule(self, steps_per_epoch: int) -> Schedule:
+        """The schedule object for this stage at `steps_per_epoch`; warm-up only in the first cycle."""
+        first = self.cycle_len if self.schedule == "sgdr" else self.n_epochs()
+        return Schedule(
+            self.schedule, steps_per_epoch, self.n_epochs(), self.cycles, self.cycle_len, self.cycle_mult,
+            warmup_steps=int(self.warmup_pct * first * steps_per_epoch),
+        )
+
+    def with_lrs(self, lrs: list[float]) -> Stage:
+        """This stage with its peak LRs chosen."""
+        return dataclasses.replace(self, lrs=tuple(float(x) for x in lrs))
+
+    def to_dict(self) -> dict:
+        """Plain values, for config.json and checkpoints."""
+        d = dataclasses.asdict(self)
+        d["lrs"] = list(self.lrs) if self.lrs is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Stage:
+        """Inverse of to_dict (also reads 0.1's plans, which had `frozen: bool`)."""
+        d = dict(d)
+        if "frozen" in d:
+            d["frozen_groups"] = HEAD_ONLY if d.pop("frozen") else 0
+        if d.get("lrs") is not None:
+            d["lrs"] = tuple(d["lrs"])
+        return cls(**d)
+
+
+@dataclass
+class Position:
+    """Where training is: stage index, epoch in the stage, next batch in the epoch."""
+
+    stage: int = 0
+    epoch: int = 0
+    batch: int = 0
+
+    @property
+    def at_stage_start(self) -> bool:
+        """True before the first step of a stage."""
+        return self.epoch == 0 and self.batch == 0
+
+
+def stage_lrs(lr: float, frozen_groups: int, ratio: float) -> list[float]:
+    """Peak LR per group for "the LR" `lr` (the head's peak). Head only: one LR (only the head and
+    the body's normalisation layers train); otherwise differential: [lr/r^2, lr/r, lr]."""
+    if frozen_groups >= HEAD_ONLY:
+        return [float(lr)] * N_GROUPS
+    return differential_lrs(float(lr), ratio, N_GROUPS)
+
+
+def lr_for_suggestion(suggestion: float, frozen_groups: int, ratio: float) -> float:
+    """The LR (head's peak) whose `stage_lrs` give the earliest training group the range test's
+    suggestion: the suggestion itself for the head alone, suggestion * r^2 unfrozen. (Measured
+    with AdamW: putting the suggestion on the head instead leaves the body learning far too slowly.)"""
+    trainable = N_GROUPS - min(frozen_groups, HEAD_ONLY)
+    return float(suggestion * ratio ** (trainable - 1))
+
+
+def fit_cycles(epochs: int, cycle_len: float, cycle_mult: float, max_cycles: int) -> tuple[int, float]:
+    """SGDR cycles for a budget of `epochs`: the most cycles (up to `max_cycles`, at least one)
+    whose lengths fit, then the first cycle stretched so that they fill the budget exactly.
+    15 epochs, len 1, mult 2: 4 cycles (1+2+4+8); 3 epochs: 2 cycles (1+2); 10: 3 cycles of
+    1.43, 2.86 and 5.71 epochs."""
+    if epochs <= 0:
+        return 0, float(cycle_len)
+    cycles = 1
+    while cycles < max_cycles and sgdr_epochs(cycles + 1, cycle_len, cycle_mult) <= epochs:
+        cycles += 1
+    return cycles, epochs / sgdr_epochs(cycles, 1, cycle_mult)
+
+
+def plan_stages(cfg: TrainConfig) -> list[Stage]:
+    """The stages a config asks for; stages of zero epochs are left out. LRs left None are
+    chosen by the range test when their stage starts."""
+    lr = None if cfg.lr == "auto" else float(cfg.lr)
+    sgdr = cfg.schedule == "sgdr"
+    head = Stage(
+        "head", HEAD_ONLY, cfg.schedule, cfg.freeze_epochs, cycles=cfg.freeze_epochs if sgdr else 1,
+        warmup_pct=cfg.warmup_pct, lrs=tuple(stage_lrs(lr, HEAD_ONLY, cfg.lr_ratio)) if lr else None,
+        precompute=cfg.precompute in ("auto", "on"),
+    )
+    cycles, cycle_len = cfg.cycles, float(cfg.cycle_len)
+    if sgdr and cfg.epochs is not None:
+        cycles, cycle_len = fit_cycles(cfg.epochs, cfg.cycle_len, cfg.cycle_mult, max(cfg.cycles, 1))
+    if cfg.lrs:
+        body_lrs = tuple(cfg.lrs)
+    else:
+        body_lrs = tuple(stage_lrs(lr, 0, cfg.lr_ratio)) if lr else None
+    unfrozen = Stage(
+        "unfrozen", 0, cfg.schedule, cfg.unfrozen_epochs(), cycles=cycles, cycle_len=cycle_len,
+        cycle_mult=cfg.cycle_mult, warmup_pct=cfg.warmup_pct, lrs=body_lrs,
+    )
+    return [s for s in (head, unfrozen) if s.n_epochs() > 0]
+
+
+def describe(stage: Stage) -> str:
+    """One line: the stage's length, schedule and LR per group."""
+    if stage.schedule == "sgdr":
+        lengths = ", ".join(f"{x:g}" if x == int(x) else f"{x:.2f}"
+                            for x in sgdr_cycle_lengths(stage.cycles, stage.cycle_len, stage.cycle_mult))
+        shape = f"SGDR, {stage.cycles} cycle(s) of {lengths} epoch(s)"
+    else:
+        shape = stage.schedule
+    lrs = ", ".join(f"{x:.2e}" for x in stage.lrs or [])
+    body = "head only" if stage.head_only else ("whole network" if stage.frozen_groups == 0 else
+                                                 f"first {stage.frozen_groups} group(s) frozen")
+    extra = ", precomputed features" if stage.precompute else ""
+    return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s), {shape}, peak lr per group [{lrs}]{extra}"
