@@ -18,7 +18,7 @@ from germinate.utils import write_text_atomic
 # What a run (and predict/evaluate writing into it) leaves in its folder: anything else there was
 # put by someone else, and --overwrite will not delete it.
 RUN_FILES = ("config.json", "split.csv", "skipped.csv", "metrics.csv", "timings.csv", "lrs.csv", "final.json",
-             "per_class.csv", "model.json", "model.safetensors", "model.onnx", "report.html", "curves.png",
+             "per_class.csv", "model.json", "model.safetensors", "model.onnx", "model.onnx.json", "report.html", "curves.png",
              "schedule.png", "confusion.png", "top_losses.png", "lr_find_*", "snapshot-*.safetensors",
              "submission.csv", "submission.csv.skipped.csv", ".*.tmp")
 RUN_DIRS = {"checkpoints": ("last.pt", "best.safetensors", ".*.tmp"), "eval-*": ("confusion.csv", "confusion.png", ".*.tmp")}

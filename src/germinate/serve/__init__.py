@@ -1,0 +1,1 @@
+"""`germinate serve`: the model behind an HTTP API and an upload page."""
