@@ -1,7 +1,7 @@
 """Ctrl-C in every phase of a real run on the shared data: how long until it stops, and whether
 the resumed run ends exactly like the uninterrupted one (metrics.csv, lrs.csv, weights).
 
-    python benchmarks/check_interrupts.py [--limit-per-class 20] [--size 64]
+    python benchmarks/check_interrupts.py [--limit-per-class 20] [--size 64] [--phases NAME ...]
 
 For each phase a run is started with a reporter that sends the process SIGINT (as Ctrl-C does)
 at the phase's first progress step; the time from the signal to the TrainingInterrupted exit is
@@ -29,6 +29,7 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--limit-per-class", type=int, default=20)
     p.add_argument("--size", type=int, default=64)
+    p.add_argument("--phases", nargs="*", default=PHASES, help="which phases (default: all)")
     args = p.parse_args()
     from safetensors.torch import load_file
 
@@ -56,7 +57,7 @@ def main() -> int:
         whole = Path(tmp) / "whole"
         train(cfg, whole)
         print(f"{'phase':<26}{'seconds to stop':>16}  resumed run equals the uninterrupted one")
-        for phase in PHASES:
+        for phase in args.phases:
             cut = Path(tmp) / phase.replace(" ", "-")
             reporter = SignalAt(phase)
             try:

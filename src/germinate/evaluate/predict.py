@@ -69,7 +69,7 @@ def predict_views(
     check_stop: Callable[[], None] = lambda: None,
 ) -> np.ndarray:
     """Class probabilities per view, averaged over `nets`: an array (views, images, classes).
-    `check_stop` is called before each batch (it raises to stop)."""
+    `check_stop` is called around each batch (it raises to stop)."""
     device = torch.device(device)
     amp = bf16_is_fast(device)
     plain = ImageDataset(source, np.zeros(len(source), dtype=np.int64), eval_transform(info.eval_size))
@@ -92,6 +92,7 @@ def predict_views(
                         logits = net(xv).float()
                     out[v, idx] += logits.softmax(1).cpu().numpy() / len(nets)
             advance()
+            check_stop()
     return out
 
 
