@@ -6,6 +6,9 @@
     germinate evaluate RUN_DIR LABELLED_DIR [--json FILE]
     germinate show-batch TRAIN_DIR --out batch.png
     germinate report RUN_DIR
+    germinate serve RUN_DIR                        HTTP API and an upload page
+    germinate export RUN_DIR --onnx FILE           the model as ONNX
+    germinate cache --info | --clear               the decoded-image cache
 """
 
 from __future__ import annotations

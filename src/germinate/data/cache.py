@@ -136,7 +136,8 @@ def cache_limit_bytes() -> int:
 
 def _size_dirs(root: Path) -> list[Path]:
     base = Path(root) / f"v{CACHE_VERSION}"
-    return sorted(p for p in base.glob("px*") if p.is_dir()) if base.is_dir() else []
+    found = [p for p in base.glob("px*") if p.is_dir() and p.name[2:].isdigit()] if base.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[2:]))
 
 
 def _dir_bytes(d: Path) -> int:
