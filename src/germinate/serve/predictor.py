@@ -16,6 +16,7 @@ from germinate.data.images import read_image
 from germinate.errors import GerminateError
 from germinate.evaluate.predict import tta_views
 from germinate.models.export import load_model, read_info
+from germinate.utils import resolve_device
 
 DEFAULT_MARGIN = 0.2  # top-1 minus top-2 below this: "ambiguous" (RUN_DIR/serve.json can change it)
 
@@ -48,7 +49,7 @@ class Predictor:
         # Serving uses the policy's fixed views only: deterministic answers, no per-request seeds.
         self.views = [v.dihedral for v in tta_views(self.info.flip, tta) if v.random is None]
         self.resize = eval_transform(self.info.eval_size)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)  # --device cuda without a GPU: one line, not a traceback
         self.backend = "onnxruntime" if onnx else "pytorch"
         if onnx:
             self.session = _onnx_session(Path(onnx), self.info.classes)
