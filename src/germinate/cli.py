@@ -252,7 +252,7 @@ def _reporter(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from germinate.errors import GerminateError
-    from germinate.recipe import resume, train
+    from germinate.recipe import RESUME_SAFE, resume, train
 
     if args.resume:
         others = [name for name, given in (("TRAIN_DIR", args.train_dir), ("--out", args.out), ("--overwrite", args.overwrite)) if given]
@@ -260,10 +260,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise GerminateError(f"--resume continues the run where it is; drop {', '.join(others)}")
         changes = {k: v for k, v in _given(args).items() if k != "train_dir"}
         names = {f.name: flag_of(f) for f in cli_fields()}
-        unsafe = [names.get(k, "--" + k) for k in changes if k not in ("device", "workers", "quiet")]
+        unsafe = [names.get(k, "--" + k) for k in changes if k not in RESUME_SAFE]
         if unsafe:
-            raise GerminateError(f"--resume keeps the run's settings; {', '.join(unsafe)} cannot change (only --device, "
-                                 "--workers, --quiet may); start a new run with --out to change them")
+            allowed = ", ".join("--" + k for k in RESUME_SAFE)
+            raise GerminateError(f"--resume keeps the run's settings; {', '.join(unsafe)} cannot change (only {allowed} "
+                                 "may); start a new run with --out to change them")
         resume(args.resume, _reporter(args), **changes)
         return 0
     if not args.train_dir or not args.out:

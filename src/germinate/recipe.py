@@ -71,7 +71,7 @@ def run_plan(learn: Learner) -> None:
         if learn.pos.at_stage_start:
             # A stop before the stage's first step (batchnorm, range test, features) resumes here.
             learn.save_checkpoint()
-            if stage.precompute and stage.head_only:
+            if learn.uses_precompute(stage):
                 learn.recalibrate_bn()  # before features are computed (and the range test reads them)
         if stage.lrs is None:
             choose_lrs(learn, i)
@@ -95,7 +95,7 @@ def save_config(learn: Learner) -> None:
             c: {"train": int((data.train.labels == i).sum()), "valid": int((data.valid.labels == i).sum())}
             for i, c in enumerate(data.classes)
         },
-        "split_sha256": rows_hash(split_rows(data, learn.cfg.train_dir, learn.cfg.valid_dir)),
+        "split_sha256": rows_hash(learn.run.read_csv("split.csv")),
         "plan": [s.to_dict() for s in learn.plan],
     })
 

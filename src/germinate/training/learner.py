@@ -222,11 +222,12 @@ class Learner:
         if precompute:
             self.net.body.eval()  # features were computed in eval mode; keep it that way
 
-    def _uses_precompute(self, stage: Stage) -> bool:
+    def uses_precompute(self, stage: Stage) -> bool:
+        """Whether `stage` trains the head on precomputed body features."""
         return stage.precompute and stage.head_only
 
     def _train_epoch(self, stage: Stage, sched: Schedule, epoch: int) -> float:
-        spe, precompute = sched.steps_per_epoch, self._uses_precompute(stage)
+        spe, precompute = sched.steps_per_epoch, self.uses_precompute(stage)
         if self.pos.batch == 0:
             self._epoch = _EpochStats()
         self._set_mode(precompute)
@@ -264,12 +265,12 @@ class Learner:
             train_loss = self._train_epoch(stage, sched, epoch)
             seconds = time.perf_counter() - self._epoch.started
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
-                   **self._validate(self._uses_precompute(stage))}
+                   **self._validate(self.uses_precompute(stage))}
             self.history.append({**row, "seconds": seconds})
             self.pos.epoch, self.pos.batch = epoch + 1, 0
             self._epoch = _EpochStats()
             self._after_epoch(row, seconds, snapshot=stage.frozen_groups == 0 and epoch + 1 in cycle_ends)
-        if not self._uses_precompute(stage):
+        if not self.uses_precompute(stage):
             self._features = None  # the body (or its batchnorm statistics) changed
         self.pos = Position(self.pos.stage + 1)
 
@@ -429,7 +430,7 @@ class Learner:
         """Write the resumable checkpoint and the logs into the run folder."""
         if self.run is not None:
             ckpt.save_checkpoint(self.state_dict(), self.run.checkpoint)
-            ckpt.write_logs(self.run, self.history, self.lr_log)
+            self.write_logs()
 
     def write_logs(self) -> None:
         """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
