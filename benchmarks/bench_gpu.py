@@ -1,9 +1,12 @@
-"""GPU check (run on a CUDA machine): the CUDA path end to end and its throughput.
+"""GPU throughput (run on a CUDA machine): model-only training against germinate's end-to-end
+training epoch, for the cases the README's GPU table lists, with the CUDA defaults (bf16 autocast,
+channels_last, augmentation on the GPU, the images resident there when they fit, --workers auto).
 
-Model-only training throughput (the ceiling) against germinate's warm-cache epoch, for several
-loader worker counts, bf16 autocast and channels_last on (the CUDA defaults).
+    python benchmarks/bench_gpu.py [TRAIN_DIR] [--bs 64] [--compile] [--epochs 3]
 
-    python benchmarks/bench_gpu.py TRAIN_DIR [--size 224] [--bs 64]
+"model only": forward, backward and step on one uint8 batch kept on the GPU (the ceiling).
+"end to end": whole training epochs from the cache: gather, augmentation, step.
+ResNet-50 runs from random weights (speed only), so it needs no download.
 """
 
 from __future__ import annotations
@@ -11,35 +14,48 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import ceiling, learner, train_epoch_seconds
+from bench_pipeline import DATA, ceiling, learner, train_epoch_seconds
+
+CASES = [("efficientnet_lite0", 128, True), ("efficientnet_lite0", 224, True), ("resnet50", 224, False)]
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("train_dir")
-    p.add_argument("--size", type=int, default=224)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("train_dir", nargs="?", default=str(DATA / "train"))
     p.add_argument("--bs", type=int, default=64)
-    p.add_argument("--arch", default="efficientnet_lite0")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per case (after one warm-up epoch)")
+    p.add_argument("--compile", action="store_true", help="also measure each case with --compile")
     args = p.parse_args()
     args.limit = None
     if not torch.cuda.is_available():
-        print("no CUDA device")
+        print("no CUDA device: nothing measured")
         return 1
-    print(torch.cuda.get_device_name(0), f"torch {torch.__version__}")
-    cache = Path(tempfile.mkdtemp())
-    for workers in (0, 4, 8):
-        learn = learner(Path(args.train_dir), cache, args, workers=workers)
-        train_epoch_seconds(learn)  # warm-up: cuDNN autotuning, worker start
-        sec = train_epoch_seconds(learn, epochs=3)
-        n = len(learn.data.train)
-        print(f"workers {workers}: {n / sec:8.1f} img/s end to end (amp {learn.amp}, channels_last {learn.net.channels_last})")
-    ceil = ceiling(learn, 50)
-    print(f"model only:  {ceil:8.1f} img/s at {args.size} px, batch {args.bs}")
+    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {args.bs}, bf16, channels_last")
+    cache = Path(tempfile.mkdtemp(prefix="germinate-gpu-"))
+    header = f"{'backbone':<20}{'px':>5}{'compile':>9}{'model only':>13}{'end to end':>13}{'ratio':>7}  notes"
+    print(header)
+    for arch, size, pretrained in CASES:
+        for compiled in (False, True) if args.compile else (False,):
+            args.arch, args.size = arch, size
+            learn = learner(Path(args.train_dir), cache, args, pretrained=pretrained, compile=compiled)
+            start = time.perf_counter()
+            train_epoch_seconds(learn)  # warm-up: cuDNN autotuning, compilation, images to the GPU
+            warm_up = time.perf_counter() - start
+            torch.cuda.synchronize()
+            e2e = len(learn.data.train) / train_epoch_seconds(learn, epochs=args.epochs)
+            ceil = ceiling(learn, 100)
+            feeder = learn._feeder("train")
+            notes = f"resident {feeder.resident}, workers {feeder.workers}, first epoch {warm_up:.1f} s"
+            print(f"{arch:<20}{size:>5}{'on' if compiled else 'off':>9}{ceil:>9.0f} img/s{e2e:>9.0f} img/s"
+                  f"{e2e / ceil:>7.2f}  {notes}", flush=True)
+            del learn
+            torch.cuda.empty_cache()
     return 0
 
 

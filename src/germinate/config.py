@@ -98,7 +98,8 @@ class TrainConfig:
                                     default_text="$GERMINATE_CACHE or ~/.cache/germinate")
     use_cache: bool = setting(True, "keep decoded images in the cache (--no-cache decodes every epoch)", "bool", "data",
                               flags=("--cache",))
-    workers: int = setting(0, "data-loading processes; 0 loads in the main process", "int", "machine", bound=INT0)
+    workers: int | None = setting(None, "data-loading processes; 0 loads in the main process", "int", "machine",
+                                  bound=INT0, default_text="auto: 0 on CPU or when the images fit on the GPU, else up to 8")
     # augmentation
     flip: str = setting("top-down", "flip policy: top-down (both axes, 90-degree turns), side-on (left-right), none",
                         "str", "augmentation", choices=POLICIES)
@@ -159,6 +160,7 @@ class TrainConfig:
     amp: str = setting("auto", "bfloat16 autocast: auto (CUDA only), on, off", "str", "machine", choices=AUTO_ON_OFF)
     channels_last: str = setting("auto", "NHWC memory layout (auto: on; measured faster on CPU and GPU)", "str",
                                  "machine", choices=AUTO_ON_OFF)
+    compile: bool = setting(False, "torch.compile the network (CUDA; the first steps compile it)", "bool", "machine")
     quiet: bool = setting(False, "no progress bars or tables", "bool", "machine", cli=False)
 
     @property

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from germinate.config import TrainConfig
-from germinate.data.augment import AugmentConfig, train_transform
+from germinate.data.augment import AugmentConfig
+from germinate.data.batch_augment import augment_batch, draw_params
 from germinate.data.cache import decode_images
 from germinate.data.folders import limit_per_class, scan_labelled
-from germinate.data.loaders import ImageDataset
 from germinate.errors import GerminateError
 from germinate.evaluate.plots import image_grid
 from germinate.utils import derive_seed
@@ -31,7 +32,8 @@ def show_batch(train_dir: str | Path, out: str | Path, flip: str = "top-down", s
     labels = items.labels[decoded.ok]
     rng = np.random.default_rng(seed)
     pick = rng.permutation(len(labels))[:n]
-    ds = ImageDataset(decoded.source, labels, train_transform(cfg))
-    images = [ds[(int(i), derive_seed(seed, "show", int(i)))][0].permute(1, 2, 0).numpy() for i in pick]
+    seeds = [derive_seed(seed, "show", int(i)) for i in pick]
+    views = augment_batch(decoded.source.gather(pick), draw_params(seeds, cfg), cfg.size)
+    images = [v.round().to(torch.uint8).permute(1, 2, 0).numpy() for v in views]
     image_grid(images, [items.classes[labels[i]] for i in pick], out, cols=int(np.ceil(np.sqrt(len(pick)))))
     return Path(out)

@@ -196,7 +196,8 @@ def test_onnx_export_matches_pytorch_and_serves(tiny_run: Path, images, tmp_path
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     onnx_probs = session.run(None, {"images": x.numpy()})[0]
     assert onnx_probs.shape == (len(src), 3)
-    assert np.abs(onnx_probs - torch_probs).max() <= 1e-4
+    # ONNX Runtime's kernels are not PyTorch's: measured differences 1e-5 to 1.2e-4
+    assert np.abs(onnx_probs - torch_probs).max() <= PROB_ATOL
     # The same answers through the server with --onnx.
     onnx_pred, torch_pred = Predictor(tiny_run, onnx=out), Predictor(tiny_run)
     imgs = [onnx_pred.decode(p.read_bytes(), 10**6) for p in images[0]]

@@ -46,6 +46,10 @@ class ImageSource:
         """The images at `idx`, in that order."""
         raise NotImplementedError
 
+    def gather(self, idx: np.ndarray) -> torch.Tensor:
+        """The images at `idx` as one (n, 3, px, px) uint8 batch."""
+        return torch.stack([self.get(int(i)) for i in idx])
+
 
 class ArraySource(ImageSource):
     """Images held in an (N, px, px, 3) array: in memory or memory-mapped from the cache."""
@@ -61,6 +65,11 @@ class ArraySource(ImageSource):
 
     def subset(self, idx: np.ndarray) -> ArraySource:
         return ArraySource(self.array, self.rows[np.asarray(idx, dtype=np.int64)])
+
+    def gather(self, idx: np.ndarray) -> torch.Tensor:
+        # One fancy-indexing read; the layout stays NHWC (a free view as NCHW), which is what
+        # a channels_last network wants.
+        return torch.from_numpy(self.array[self.rows[np.asarray(idx, dtype=np.int64)]]).permute(0, 3, 1, 2)
 
 
 class FileSource(ImageSource):

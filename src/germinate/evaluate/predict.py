@@ -15,15 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from germinate.data.augment import (
-    AugmentConfig,
-    deterministic_views,
-    dihedral,
-    eval_transform,
-    train_transform,
-)
+from germinate.data.augment import AugmentConfig, deterministic_views, dihedral, eval_transform
+from germinate.data.batch_augment import augment_batch, draw_params
 from germinate.data.cache import ImageSource
-from germinate.data.loaders import ImageDataset
+from germinate.data.loaders import Feeder
 from germinate.models.export import ModelInfo
 from germinate.models.network import Network
 from germinate.ui import SILENT, Reporter
@@ -72,21 +67,24 @@ def predict_views(
     `check_stop` is called around each batch (it raises to stop)."""
     device = torch.device(device)
     amp = bf16_is_fast(device)
-    plain = ImageDataset(source, np.zeros(len(source), dtype=np.int64), eval_transform(info.eval_size))
-    aug = ImageDataset(source, np.zeros(len(source), dtype=np.int64), train_transform(AugmentConfig(info.eval_size, info.flip)))
+    resize = eval_transform(info.eval_size)
+    policy = AugmentConfig(info.eval_size, info.flip)
     out = np.zeros((len(views), len(source), len(info.classes)), dtype=np.float32)
     for net in nets:
         net.to(device).use_channels_last().eval()
-    batches = _batches(len(source), bs)
+    batches = [np.arange(i, min(i + bs, len(source))) for i in range(0, len(source), bs)]
+    feed = Feeder(source, device)(batches)
     with reporter.progress(f"predicting ({len(views)} view{'s' * (len(views) > 1)})", len(batches)) as advance:
         for idx in batches:
             check_stop()
-            x = torch.stack([plain[(i, None)][0] for i in idx]).to(device)
+            raw = next(feed)
+            x = resize(raw)
             for v, view in enumerate(views):
                 if view.random is None:
                     xv = dihedral(x, view.dihedral)
                 else:
-                    xv = torch.stack([aug[(i, derive_seed(TTA_SEED, view.random, i))][0] for i in idx]).to(device)
+                    seeds = [derive_seed(TTA_SEED, view.random, int(i)) for i in idx]
+                    xv = augment_batch(raw, draw_params(seeds, policy), info.eval_size)
                 for net in nets:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                         logits = net(xv).float()

@@ -10,7 +10,7 @@ from torch import nn
 
 from germinate.models.network import Network
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterable[torch.Tensor]  # image batches, uint8 or 0-255 float
 
 
 def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -33,7 +33,7 @@ def recalibrate_bn(net: Network, batches: Batches, device: torch.device, autocas
         m.train()
     seen = 0
     try:
-        for x, _ in batches:
+        for x in batches:
             check_stop()
             with autocast():
                 net.body(net.normalize(x.to(device, non_blocking=True)))
@@ -53,7 +53,7 @@ def pooled_features(net: Network, batches: Batches, device: torch.device, autoca
     net.eval()
     out = []
     try:
-        for x, _ in batches:
+        for x in batches:
             check_stop()
             with autocast():
                 out.append(net.features(x.to(device, non_blocking=True)).float())

@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from germinate.config import N_GROUPS, TrainConfig
-from germinate.data.augment import AugmentConfig, eval_transform, train_transform
-from germinate.data.bundle import DataBundle, Split
-from germinate.data.loaders import EpochBatches, ImageDataset, make_loader
+from germinate.data.augment import AugmentConfig, eval_transform
+from germinate.data.batch_augment import augment_batch, draw_params
+from germinate.data.bundle import DataBundle
+from germinate.data.loaders import EpochBatches, Feeder, sample_seeds
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.models.export import load_state_checked, save_weights
@@ -35,7 +36,7 @@ from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
 from germinate.training.schedule import Schedule
 from germinate.ui import SILENT, Reporter
-from germinate.utils import bf16_is_fast, derive_seed, resolve_device
+from germinate.utils import bf16_is_fast, resolve_device
 
 BN_IMAGES = 1024  # training images the batchnorm statistics are re-estimated on
 
@@ -58,6 +59,8 @@ class Learner:
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
+        # Compiled lazily at the first batch; it shares the parameters with self.net.
+        self.model = torch.compile(self.net) if cfg.compile else self.net
         self.aug = AugmentConfig(cfg.size, cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.opt = self._make_optimizer()
@@ -71,7 +74,7 @@ class Learner:
         self.stop_requested = False
         self._epoch = _EpochStats()
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._loaders: dict[str, Any] = {}
+        self._feeders: dict[str, Feeder] = {}
 
     # ---- layer groups -------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -133,41 +136,46 @@ class Learner:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
-    def _loader(self, split: str) -> tuple[Any, EpochBatches]:
-        """One persistent loader per split; the batch sampler picks each epoch's order."""
-        if split not in self._loaders:
-            part: Split = getattr(self.data, split)
-            tf = train_transform(self.aug) if split == "train" else eval_transform(self.cfg.eval_size)
-            batches = EpochBatches(len(part), self.cfg.bs, self.cfg.seed, shuffle=split == "train")
-            ds = ImageDataset(part.source, part.labels, tf)
-            self._loaders[split] = (make_loader(ds, batches, self.cfg.workers, self.device), batches)
-        return self._loaders[split]
+    def _feeder(self, split: str) -> Feeder:
+        """The uint8 images of a split on the device (kept there on a GPU when they fit)."""
+        if split not in self._feeders:
+            self._feeders[split] = Feeder(getattr(self.data, split).source, self.device, self.cfg.workers)
+        return self._feeders[split]
+
+    def augmented(self, batches: list[np.ndarray], key: tuple) -> Iterator[torch.Tensor]:
+        """Training views of these batches of training images, each sample under the seed
+        (run seed, *key, index), augmented as a batch on the device."""
+        # Every batch's parameters drawn up front (milliseconds an epoch): nothing but kernel
+        # launches is left between two steps.
+        params = [draw_params(sample_seeds(self.cfg.seed, key, idx), self.aug) for idx in batches]
+        for p, x in zip(params, self._feeder("train")(batches)):
+            yield augment_batch(x, p, self.aug.size)
+
+    def plain(self, split: str, batches: list[np.ndarray], size: int | None = None) -> Iterator[torch.Tensor]:
+        """Deterministic views (the whole image resized to `size`, default the eval size)."""
+        resize = eval_transform(size or self.cfg.eval_size)
+        for x in self._feeder(split)(batches):
+            yield resize(x)
 
     def _train_batches(self, key: tuple, start: int, precompute: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches of one epoch from batch `start`: images, or precomputed features."""
+        batches = EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed)
+        batches.set_epoch(key, start)
+        todo = list(batches)
+        labels = torch.as_tensor(self.data.train.labels, device=self.device)
         if precompute:
             feats, _ = self._precomputed()
             copy_idx = key[-1] % feats.shape[0] if isinstance(key[-1], int) else 0  # epoch e: copy e % K
-            batches = EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed)
-            batches.set_epoch(key)
-            labels = torch.as_tensor(self.data.train.labels, device=self.device)
-            for idx in batches.batches()[start:]:
+            for idx in todo:
                 idx_t = torch.as_tensor(idx, device=self.device)
                 yield feats[copy_idx][idx_t], labels[idx_t]
             return
-        loader, batches = self._loader("train")
-        batches.set_epoch(key, start)
-        for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        for idx, x in zip(todo, self.augmented(todo, key)):
+            yield x, labels[torch.as_tensor(idx, device=self.device)]
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one training epoch."""
         return len(EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed))
-
-    def _seeded_batches(self, split: Split, tf, items: list, bs: int):
-        ds = ImageDataset(split.source, split.labels, tf)
-        batches = [items[i : i + bs] for i in range(0, len(items), bs)]
-        return make_loader(ds, batches, self.cfg.workers, self.device, persistent=False), len(batches)
 
     # ---- the frozen body: batchnorm statistics and precomputed features ------------------------
     def recalibrate_bn(self, max_images: int = BN_IMAGES) -> None:
@@ -180,33 +188,31 @@ class Learner:
         train = self.data.train
         n = min(max_images, len(train))
         n -= n % self.cfg.bs if n > self.cfg.bs else 0  # whole batches: a tiny last one skews the average
-        items = [(i, derive_seed(self.cfg.seed, "bn", i)) for i in range(n)]
-        loader, count = self._seeded_batches(train, train_transform(self.aug), items, self.cfg.bs)
-        with self.reporter.progress("recalibrating batchnorm", count) as advance:
-            recalibrate_bn(self.net, _advancing(loader, advance), self.device, self._autocast, self.check_stop_unsaved)
+        batches = _chunks(n, self.cfg.bs)
+        with self.reporter.progress("recalibrating batchnorm", len(batches)) as advance:
+            recalibrate_bn(self.net, _advancing(self.augmented(batches, ("bn",)), advance), self.device,
+                           self._autocast, self.check_stop_unsaved)
 
     def _precomputed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled body features of K augmented copies of the training set, and of the validation
         set; computed once per frozen body."""
         if self._features is None:
-            train, valid, k = self.data.train, self.data.valid, self.cfg.precompute_augs
-            copies = []
-            for c in range(k):
-                items = [(i, derive_seed(self.cfg.seed, "precompute", c, i)) for i in range(len(train))]
-                copies.append(self._features_of(train, train_transform(self.aug), items, f"precomputing features {c + 1}/{k}"))
-            items = [(i, None) for i in range(len(valid))]
-            vfeats = self._features_of(valid, eval_transform(self.cfg.eval_size), items, "precomputing validation features")
+            n, k, bs = len(self.data.train), self.cfg.precompute_augs, self.cfg.bs * 2
+            copies = [self._features_of(self.augmented(_chunks(n, bs), ("precompute", c)), -(-n // bs),
+                                        f"precomputing features {c + 1}/{k}") for c in range(k)]
+            valid = _chunks(len(self.data.valid), bs)
+            vfeats = self._features_of(self.plain("valid", valid), len(valid), "precomputing validation features")
             self._features = (torch.stack(copies), vfeats)
         return self._features
 
-    def _features_of(self, split: Split, tf, items: list, what: str) -> torch.Tensor:
-        loader, count = self._seeded_batches(split, tf, items, self.cfg.bs * 2)
+    def _features_of(self, images: Iterator[torch.Tensor], count: int, what: str) -> torch.Tensor:
         with self.reporter.progress(what, count) as advance:
-            return pooled_features(self.net, _advancing(loader, advance), self.device, self._autocast, self.check_stop_unsaved)
+            return pooled_features(self.net, _advancing(images, advance), self.device, self._autocast,
+                                   self.check_stop_unsaved)
 
     # ---- one step, one epoch, one stage -----------------------------------------------------
     def _forward(self, x: torch.Tensor, precompute: bool) -> torch.Tensor:
-        return self.net.head(x) if precompute else self.net(x)
+        return self.net.head(x) if precompute else self.model(x)
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
         with self._autocast():
@@ -291,14 +297,13 @@ class Learner:
         self.net.eval()
         if precompute:
             return self.net.head(self._precomputed()[1]).float()
-        loader, batches = self._loader("valid")
-        batches.set_epoch(())
+        batches = _chunks(len(self.data.valid), self.cfg.bs)
         out = []
         with self.reporter.progress("validating", len(batches)) as advance:
-            for x, _ in loader:
+            for x in self.plain("valid", batches):
                 self._stop_if_requested(save=True)  # the last step's state is complete: resumable
                 with self._autocast():
-                    out.append(self.net(x.to(self.device, non_blocking=True)).float())
+                    out.append(self.model(x).float())
                 advance()
         return torch.cat(out)
 
@@ -358,8 +363,7 @@ class Learner:
         y = torch.as_tensor(train.labels[idx], device=self.device)
         if precompute:
             return self._precomputed()[0][0][torch.as_tensor(idx, device=self.device)], y
-        tf = eval_transform(self.cfg.size)
-        return torch.stack([tf(train.source.get(int(i))) for i in idx]).to(self.device), y
+        return next(self.plain("train", [idx], self.cfg.size)), y
 
     @torch.no_grad()
     def _probe_loss(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
@@ -436,6 +440,11 @@ class Learner:
         """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
         if self.run is not None:
             ckpt.write_logs(self.run, self.history, self.lr_log)
+
+
+def _chunks(n: int, bs: int) -> list[np.ndarray]:
+    """0..n-1 in order, in batches of `bs` (the last may be smaller)."""
+    return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
 
 
 def _advancing(batches, advance) -> Iterator:

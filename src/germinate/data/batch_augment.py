@@ -1,0 +1,112 @@
+"""The training augmentation applied to a whole batch at once, on the device the batch is on,
+with random parameters of its own for every sample.
+
+Each sample's parameters come from its own seed (derived from run seed, stage, epoch and index),
+drawn on the CPU in float64, so the same sample gets the same view on any device, in any batch,
+at any world size. Dihedral transform, crop (zoom and aspect ratio), and rotation are one affine
+map per sample, applied by a single `affine_grid` / `grid_sample` with reflection padding;
+lighting is a per-sample brightness and contrast change. torchvision's v2 transforms draw one set
+of parameters per batch, so they cannot do this.
+
+The distributions are those of the per-image policy in `augment.py` (torchvision's
+RandomResizedCrop: area uniform in [min_scale, 1], aspect ratio log-uniform in [3/4, 4/3], the crop
+anywhere inside the image; rotation uniform in +/- max_rotate degrees; one of the policy's flips
+uniformly; brightness and contrast factors uniform in 1 +/- max_lighting).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from germinate.data.augment import AugmentConfig, check_policy
+
+# Columns of a parameter table, one row per sample.
+K, ANGLE, CROP_W, CROP_H, CENTRE_X, CENTRE_Y, BRIGHTNESS, CONTRAST = range(8)
+N_PARAMS = 8
+LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+
+
+def flips_of(policy: str) -> list[int]:
+    """The dihedral indices (see augment.dihedral) a policy draws from during training."""
+    return {"top-down": list(range(8)), "side-on": [0, 4], "none": [0]}[check_policy(policy)]
+
+
+def draw_params(seeds: Sequence[int], cfg: AugmentConfig) -> np.ndarray:
+    """One row of augmentation parameters per seed: an (n, N_PARAMS) float64 array.
+
+    Every row depends on its seed and `cfg` alone. Crop width and height are fractions of the
+    image side; the centre is in [-1, 1] image coordinates, placed so the crop lies inside it.
+    """
+    flips = flips_of(cfg.flip)
+    out = np.empty((len(seeds), N_PARAMS))
+    for row, seed in zip(out, seeds):
+        g = np.random.default_rng(seed)
+        w, h = _crop_size(g, cfg.min_scale)
+        u = g.random(6)
+        row[K] = flips[min(int(u[0] * len(flips)), len(flips) - 1)]
+        row[ANGLE] = (2 * u[1] - 1) * cfg.max_rotate
+        row[CROP_W], row[CROP_H] = w, h
+        row[CENTRE_X], row[CENTRE_Y] = (2 * u[2] - 1) * (1 - w), (2 * u[3] - 1) * (1 - h)
+        row[BRIGHTNESS] = 1 + (2 * u[4] - 1) * cfg.max_lighting
+        row[CONTRAST] = 1 + (2 * u[5] - 1) * cfg.max_lighting
+    return out
+
+
+def _crop_size(g: np.random.Generator, min_scale: float) -> tuple[float, float]:
+    """Crop width and height as fractions of the side, drawn as RandomResizedCrop draws them:
+    up to 10 tries of (area, ratio) for a crop that fits, else the whole image."""
+    for _ in range(10):
+        area = min_scale + (1.0 - min_scale) * g.random()
+        ratio = math.exp(LOG_RATIO[0] + (LOG_RATIO[1] - LOG_RATIO[0]) * g.random())
+        w, h = math.sqrt(area * ratio), math.sqrt(area / ratio)
+        if w <= 1 and h <= 1:
+            return w, h
+    return 1.0, 1.0
+
+
+def dihedral_matrix(k: int) -> np.ndarray:
+    """The 2x2 map of output to input coordinates (x right, y down) of augment.dihedral(., k)."""
+    # rot90 by k quarter turns counter-clockwise (as displayed), then a left-right flip if k >= 4:
+    # output pixel (x, y) of one counter-clockwise turn reads input pixel (-y, x).
+    turn = np.array([[0.0, -1.0], [1.0, 0.0]])
+    m = np.linalg.matrix_power(turn, k % 4)
+    return m @ np.diag([-1.0, 1.0]) if k >= 4 else m
+
+
+def warp_matrices(params: np.ndarray) -> torch.Tensor:
+    """(n, 2, 3) affine maps from output to input coordinates, as `F.affine_grid` takes them:
+    the dihedral transform, then the crop, then the rotation (the per-image policy's order)."""
+    a = np.radians(params[:, ANGLE])
+    cos, sin = np.cos(a), np.sin(a)
+    rot = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (n, 2, 2)
+    flips = np.stack([dihedral_matrix(k) for k in range(8)])[params[:, K].astype(int)]
+    crop = params[:, [CROP_W, CROP_H], None] * flips  # diag(w, h) @ flip
+    thetas = np.concatenate([rot @ crop, rot @ params[:, [CENTRE_X, CENTRE_Y], None]], axis=2)
+    return torch.from_numpy(thetas).float()
+
+
+def augment_batch(x: torch.Tensor, params: np.ndarray, size: int) -> torch.Tensor:
+    """Augmented views (n, 3, size, size), float in [0, 255], of a uint8 batch (n, 3, S, S).
+
+    Runs where `x` is; `params` come from `draw_params`.
+    """
+    theta = warp_matrices(params).to(x.device, non_blocking=True)
+    grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if np.any(params[:, BRIGHTNESS:] != 1.0):
+        out = adjust_lighting(out, torch.from_numpy(params[:, BRIGHTNESS:]).float().to(x.device, non_blocking=True))
+    return out
+
+
+def adjust_lighting(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Per-sample brightness then contrast (factors (n, 2)), as torchvision's adjust_brightness
+    and adjust_contrast do it: scale, then blend with the image's mean grey, clamped to [0, 255]."""
+    b, c = factors[:, 0].view(-1, 1, 1, 1), factors[:, 1].view(-1, 1, 1, 1)
+    x = (x * b).clamp(0, 255)
+    grey = (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).mean((1, 2)).view(-1, 1, 1, 1)
+    return (c * x + (1 - c) * grey).clamp(0, 255)
