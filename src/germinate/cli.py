@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -275,16 +276,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from germinate.errors import GerminateError
-    from germinate.recipe import create_learner
+    from germinate.recipe import create_learner, join_world
 
     cfg = _config_from(args)
-    reporter = _reporter(args)
-    learn = create_learner(cfg, None, reporter)
+    world, reporter = join_world(cfg, _reporter(args))
+    learn = create_learner(cfg, None, reporter, world)
     if args.unfrozen:
         learn.unfreeze()
     else:
         learn.freeze()
     result = learn.lr_find(args.start, args.end, args.steps, args.stop_div, cfg.suggest, args.probe)
+    if not world.is_main:
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.save(out, "lr_find", "LR range test (unfrozen)" if args.unfrozen else "LR range test (head)")
@@ -418,19 +421,40 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     from germinate.errors import GerminateError, TrainingInterrupted
+    from germinate.training import distributed
 
     try:
+        if distributed.launched() and func not in (cmd_train, cmd_lr_find):
+            raise GerminateError(f"only train and lr-find run on several processes; run {args.command} without torchrun")
         return func(args)
     except GerminateError as e:
-        sys.stderr.write(f"germinate: error: {e}\n")
+        world = distributed.current()
+        if world.is_main or not isinstance(e, distributed.SharedError):  # a shared error: rank 0 says it
+            sys.stderr.write(f"germinate: {_rank(world)}error: {e}\n")
         return EXIT_USER_ERROR
     except TrainingInterrupted as e:
-        sys.stderr.write(f"germinate: {e}\n")
+        if distributed.current().is_main:
+            sys.stderr.write(f"germinate: {e}\n")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         sys.stderr.write("germinate: interrupted\n")
         return EXIT_INTERRUPTED
     except OSError as e:  # disk full, permission denied, ...: the environment, not a bug
         where = f": {e.filename}" if e.filename else ""
-        sys.stderr.write(f"germinate: error: {e.strerror or e}{where}\n")
+        sys.stderr.write(f"germinate: {_rank(distributed.current())}error: {e.strerror or e}{where}\n")
         return 1
+    except RuntimeError as e:
+        world = distributed.current()
+        if not (world.active and distributed.is_lost_peer(e)):
+            raise
+        first = re.sub(r"\[[^\]]*:\d+\]\s*", "", str(e).strip().splitlines()[0])[:120] if str(e).strip() else type(e).__name__
+        sys.stderr.write(f"germinate: {_rank(world)}error: lost contact with the other processes of the run "
+                         f"(one stopped or failed; {first})\n")
+        return 1
+    finally:
+        distributed.shutdown()
+
+
+def _rank(world) -> str:
+    """'rank N: ' in a distributed run, so that several processes' messages can be told apart."""
+    return f"rank {world.rank}: " if world.active else ""

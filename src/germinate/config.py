@@ -160,6 +160,8 @@ class TrainConfig:
     amp: str = setting("auto", "bfloat16 autocast: auto (CUDA only), on, off", "str", "machine", choices=AUTO_ON_OFF)
     channels_last: str = setting("auto", "NHWC memory layout (auto: on; measured faster on CPU and GPU)", "str",
                                  "machine", choices=AUTO_ON_OFF)
+    sync_bn: bool = setting(False, "with several GPUs, batchnorm statistics over all of their batches (CUDA only)",
+                            "bool", "machine")
     compile: bool = setting(False, "torch.compile the network (CUDA; the first steps compile it)", "bool", "machine")
     quiet: bool = setting(False, "no progress bars or tables", "bool", "machine", cli=False)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import torch
 
 from germinate.data.augment import eval_transform
 from germinate.evaluate import metrics as M
@@ -10,6 +13,7 @@ from germinate.evaluate import plots
 from germinate.evaluate.predict import predict_views, tta_views
 from germinate.evaluate.report import write_report
 from germinate.models.export import ModelInfo, export_model, load_model
+from germinate.models.network import Network
 from germinate.training.learner import Learner
 
 TOP_LOSSES = 12
@@ -45,18 +49,47 @@ def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:
     plots.image_grid(images, titles, path)
 
 
-def finish_run(learn: Learner, seconds: float) -> dict:
-    """Export, evaluate on the validation split (plain and TTA), write plots, CSVs and the report."""
-    run, reporter = learn.run, learn.reporter
+def _export(learn: Learner) -> None:
+    run = learn.run
     snapshots = sorted((p.name for p in run.path.glob("snapshot-*.safetensors")), key=lambda n: int(n[9:-12]))
     export_model(learn.net, run.path, model_info(learn), snapshots if learn.cfg.snapshot_ensemble else [])
-    nets, info = load_model(run.path, snapshots=True)
+
+
+def _ensemble(learn: Learner) -> list[Network]:
+    """The exported model and its snapshots, as read back from the run folder. With several
+    processes rank 0 reads the snapshots and hands their weights to the others; the model itself
+    is every rank's own network (the ranks hold identical weights)."""
+    if not learn.world.active:
+        return load_model(learn.run.path, snapshots=True)[0]
+    states = learn.world.on_main(lambda: [n.state_dict() for n in load_model(learn.run.path, snapshots=True)[0][1:]])
+    nets = [learn.net]
+    for state in states:
+        net = copy.deepcopy(learn.net)
+        net.load_state_dict(state)
+        nets.append(net)
+    return nets
+
+
+def finish_run(learn: Learner, seconds: float) -> dict:
+    """Export, evaluate on the validation split (plain and TTA), write plots, CSVs and the report.
+    With several processes each evaluates its share of the images; rank 0 writes."""
+    run, reporter, world = learn.run, learn.reporter, learn.world
+    if world.is_main:
+        _export(learn)
+    nets, info = _ensemble(learn), model_info(learn)
     views = tta_views(info.flip, learn.cfg.tta)
+    n = len(learn.data.valid)
     probs = predict_views(nets, learn.data.valid.source, info, views, learn.cfg.bs * 2, learn.device, reporter,
-                          check_stop=learn.check_stop_unsaved)
+                          check_stop=learn.check_stop_unsaved, batches=world.shard_batches(n, learn.cfg.bs * 2))
+    if world.active:  # each rank filled its share: gather them, images first
+        mine = torch.from_numpy(probs[:, world.shard(n)]).transpose(0, 1).contiguous()
+        probs = world.gather_rows(mine, n).transpose(0, 1).numpy()
+    if not world.is_main:
+        return {}
     labels = learn.data.valid.labels
     plain, tta = M.full_report(labels, probs[0], info.classes), M.full_report(labels, probs.mean(0), info.classes)
-    final = {"plain": plain, "tta": tta, "tta_views": len(views), "snapshots": len(nets), "seconds": seconds}
+    final = {"plain": plain, "tta": tta, "tta_views": len(views), "snapshots": len(nets), "seconds": seconds,
+             "processes": world.size, **({"identical_weights": learn.ranks_identical} if world.active else {})}
     run.write_json("final.json", final)
     write_per_class(run, tta)
     plots.plot_confusion(np.array(tta["confusion"]), info.classes, run / "confusion.png")

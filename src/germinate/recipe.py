@@ -23,24 +23,36 @@ from germinate.data.manifest import describe_change, rows_hash, split_rows
 from germinate.errors import GerminateError
 from germinate.models.network import create_network
 from germinate.run import RunFolder
+from germinate.training import distributed
 from germinate.training.checkpoint import load_checkpoint
+from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
-from germinate.training.learner import Learner
+from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
-from germinate.ui import Reporter
-from germinate.utils import seed_everything
+from germinate.ui import Muted, Reporter
+from germinate.utils import resolve_device, seed_everything
 
 FALLBACK_LR = 1e-3  # used, with a warning, if a range test gives no readable curve
 # Settings a resumed run may change: where and how fast it runs, never what it computes.
 RESUME_SAFE = ("device", "workers", "quiet")
 
 
-def load_data(cfg: TrainConfig, reporter: Reporter) -> DataBundle:
-    """The run's data, with a one-line summary and a warning for anything skipped."""
-    data = load_folder(
-        cfg.train_dir, cfg.cache_px, cfg.valid_pct, cfg.valid_dir, cfg.limit_per_class, cfg.seed,
-        cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px,
-    )
+def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE) -> DataBundle:
+    """The run's data, with a one-line summary and a warning for anything skipped. With several
+    processes on a machine, its first decodes (and caches) the images while the others wait,
+    then they read the cache."""
+    def load() -> DataBundle:
+        return load_folder(cfg.train_dir, cfg.cache_px, cfg.valid_pct, cfg.valid_dir, cfg.limit_per_class, cfg.seed,
+                           cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px)
+
+    data = None
+    if world.local_rank == 0:
+        data = load()
+    world.barrier()
+    if data is None:
+        data = load()
+    if world.active and len(data.valid) < world.size:
+        raise GerminateError(f"{len(data.valid)} validation image(s) cannot be shared by {world.size} processes")
     if data.skipped:
         reporter.warn(f"skipped {len(data.skipped)} file(s) that are not usable images (listed in skipped.csv)")
     reporter.info(f"{len(data.classes)} classes, {len(data.train)} training and {len(data.valid)} validation images")
@@ -77,9 +89,12 @@ def run_plan(learn: Learner) -> None:
             choose_lrs(learn, i)
             if learn.run is not None:
                 save_config(learn)
-        learn.reporter.info(describe(learn.plan[i]))
+        learn.reporter.info(describe(learn.plan[i], learn.cfg.bs, learn.world.size))
         learn.fit_stage(learn.plan[i])
     learn.save_checkpoint()  # records that every stage is done
+    learn.ranks_identical = learn.ranks_agree()
+    if not learn.ranks_identical:
+        learn.reporter.warn("the processes ended with different weights; the model saved is rank 0's")
 
 
 def save_config(learn: Learner) -> None:
@@ -100,15 +115,27 @@ def save_config(learn: Learner) -> None:
     })
 
 
-def create_learner(cfg: TrainConfig, run: RunFolder | None = None, reporter: Reporter | None = None) -> Learner:
+def create_learner(cfg: TrainConfig, run: RunFolder | None = None, reporter: Reporter | None = None,
+                   world: World = SINGLE) -> Learner:
     """Data and a pretrained network for `cfg`, ready to fit (in a notebook, say); nothing is run."""
     reporter = reporter or Reporter(cfg.quiet)
     cfg.validate()
-    seed_everything(cfg.seed)
-    data = load_data(cfg, reporter)
+    seed_everything(cfg.seed)  # the same on every process: the same head to start from
+    data = load_data(cfg, reporter, world)
     net = create_network(cfg.arch, len(data.classes), cfg.pretrained, cfg.weights, cfg.hidden, cfg.dropout,
                          probe_size=cfg.size)
-    return Learner(net, data, cfg, run, reporter)
+    return Learner(net, data, cfg, run, reporter, world)
+
+
+def join_world(cfg: TrainConfig, reporter: Reporter | None) -> tuple[World, Reporter]:
+    """The processes of a torchrun launch (or just this one), and who speaks: rank 0 only."""
+    device = resolve_device(cfg.device)
+    if cfg.sync_bn:
+        check_sync_bn(device)
+    world = distributed.init(device)
+    if not world.is_main:
+        return world, Muted()
+    return world, reporter or Reporter(cfg.quiet)
 
 
 def _absolute(cfg: TrainConfig) -> TrainConfig:
@@ -130,15 +157,18 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
     cfg = _absolute(cfg).validate()
     if not Path(cfg.train_dir).exists():
         raise GerminateError(f"labelled folder {cfg.train_dir!r} does not exist")
+    world, reporter = join_world(cfg, reporter)
     run = RunFolder(out)
-    run.check_writable(overwrite)  # before the data is read; nothing is written until all is ready
+    # Before the data is read; nothing is written until all is ready. Only rank 0 writes.
+    world.on_main(lambda: run.check_writable(overwrite))
     started = time.perf_counter()
-    learn = create_learner(cfg, None, reporter)
-    learn.run = run.create(overwrite)
-    write_skipped(run / "skipped.csv", learn.data.skipped)
-    run.write_csv("split.csv", split_rows(learn.data, cfg.train_dir, cfg.valid_dir), SPLIT_FIELDS)
+    learn = create_learner(cfg, None, reporter, world)
     learn.plan = plan_stages(cfg)
-    save_config(learn)
+    if world.is_main:
+        learn.run = run.create(overwrite)
+        write_skipped(run / "skipped.csv", learn.data.skipped)
+        run.write_csv("split.csv", split_rows(learn.data, cfg.train_dir, cfg.valid_dir), SPLIT_FIELDS)
+        save_config(learn)
     from germinate.finish import finish_run
 
     with _stoppable(learn):
@@ -151,25 +181,32 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     """Continue an interrupted run from its last checkpoint, exactly as if it had not stopped.
     `changes` may set only what does not change the results: device, workers, quiet."""
     run = RunFolder(run_dir)
-    saved = run.read_json("config.json")
-    cfg = TrainConfig.from_dict(saved["config"])
     refused = sorted(set(changes) - set(RESUME_SAFE))
     if refused:
         raise GerminateError(f"a resumed run keeps its settings; only {', '.join(RESUME_SAFE)} may change, not: "
                              f"{', '.join(refused)} (start a new run with --out to change them)")
-    cfg = dataclasses.replace(cfg, **changes).validate()
-    reporter = reporter or Reporter(cfg.quiet)
-    if (run / "final.json").exists():
-        raise GerminateError(f"the run in {str(run.path)!r} has already finished")
-    state = load_checkpoint(run.checkpoint)
+    # Every process reads the config (it says which devices to join with), so a run resumed on
+    # several machines needs its folder at the same path on each (a shared disk).
+    cfg = dataclasses.replace(TrainConfig.from_dict(run.read_json("config.json")["config"]), **changes).validate()
+    world, reporter = join_world(cfg, reporter)
+
+    def read() -> dict:
+        if (run / "final.json").exists():
+            raise GerminateError(f"the run in {str(run.path)!r} has already finished")
+        return load_checkpoint(run.checkpoint)
+
+    state = world.on_main(read)  # rank 0 reads the checkpoint and hands it to the others
     started = time.perf_counter()
     seed_everything(cfg.seed)
-    data = load_data(cfg, reporter)
-    _check_same_data(run, data, cfg)
+    data = load_data(cfg, reporter, world)
+    world.on_main(lambda: _check_same_data(run, data, cfg))
     net = create_network(cfg.arch, len(data.classes), pretrained=False, hidden=cfg.hidden, dropout=cfg.dropout)
-    learn = Learner(net, data, cfg, run, reporter)
+    learn = Learner(net, data, cfg, run if world.is_main else None, reporter, world)
     learn.load_state_dict(state)
-    reporter.info(f"resuming {run.path}: stage {learn.pos.stage + 1}, epoch {learn.pos.epoch + 1}, batch {learn.pos.batch}")
+    moved = (f" (it was on {learn.resumed_from_world} process(es), now {world.size}: position mapped by images seen)"
+             if learn.resumed_from_world != world.size else "")
+    reporter.info(f"resuming {run.path}: stage {learn.pos.stage + 1}, epoch {learn.pos.epoch + 1}, "
+                  f"batch {learn.pos.batch}{moved}")
     from germinate.finish import finish_run
 
     with _stoppable(learn):

@@ -91,3 +91,16 @@ class Reporter:
 
 
 SILENT = Reporter(quiet=True)
+
+
+class Muted(Reporter):
+    """Nothing at all: the other processes of a distributed run (rank 0 speaks for them)."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+
+    def warn(self, msg: str) -> None:
+        pass
+
+    def result(self, msg: str) -> None:
+        pass

@@ -135,3 +135,47 @@ def test_a_sample_gets_the_same_view_whatever_batch_it_is_in():
     assert torch.allclose(batch, reordered, atol=1e-3)
     other = augment_batch(x, draw_params([s + 100 for s in seeds], cfg), 48)
     assert (other - batch).abs().mean() > 10  # other seeds, other views
+
+
+def test_shrinking_views_are_antialiased_like_the_evaluation_resize():
+    """Fine stripes (1 px) shrunk by 1.25: plain bilinear sampling turns them into moire; the
+    views must be as smooth as torchvision's antialiased resize, which evaluation uses."""
+    import torch.nn.functional as F
+
+    from germinate.data.augment import eval_transform
+    from germinate.data.batch_augment import crop_matrices
+
+    img = torch.zeros(1, 3, 160, 160, dtype=torch.uint8)
+    img[..., ::2] = 255
+    p = identity_params(1)
+    view = augment_batch(img, p, 128)
+    aliased = F.grid_sample(img.float(), F.affine_grid(crop_matrices(p), [1, 3, 128, 128], align_corners=False),
+                            padding_mode="reflection", align_corners=False)
+    reference = eval_transform(128)(img).float()
+    assert view.std() < 1.2 * reference.std() and aliased.std() > 1.6 * reference.std()
+    assert view.mean() == pytest.approx(127.5, abs=1)
+
+
+def _laplacian_variance(t: torch.Tensor) -> float:
+    import torch.nn.functional as F
+
+    k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+    return float(F.conv2d(t.float(), k, groups=3).var())
+
+
+def test_views_are_as_sharp_as_the_per_image_policys():
+    """The per-image policy resampled twice (rotate, then crop and resize): views folded into one
+    warp came out 1.8x as sharp on noise, and trained measurably worse. Same noise images, both
+    paths, fine detail within 30%."""
+    from germinate.data.augment import train_transform
+
+    x = torch.randint(0, 256, (200, 3, 80, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = AugmentConfig(size=64)
+    batched = augment_batch(x, draw_params(range(200), cfg), 64)
+    tf = train_transform(cfg)
+    per_image = []
+    for i in range(200):
+        torch.manual_seed(i)
+        per_image.append(tf(x[i]))
+    ratio = _laplacian_variance(batched) / _laplacian_variance(torch.stack(per_image))
+    assert 0.7 < ratio < 1.3, ratio

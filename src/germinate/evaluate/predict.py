@@ -62,9 +62,11 @@ def predict_views(
     device: torch.device | str = "cpu",
     reporter: Reporter = SILENT,
     check_stop: Callable[[], None] = lambda: None,
+    batches: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Class probabilities per view, averaged over `nets`: an array (views, images, classes).
-    `check_stop` is called around each batch (it raises to stop)."""
+    `check_stop` is called around each batch (it raises to stop). `batches`: which images, in
+    which batches (default: all, `bs` at a time); rows of images not in them stay zero."""
     device = torch.device(device)
     amp = bf16_is_fast(device)
     resize = eval_transform(info.eval_size)
@@ -72,7 +74,8 @@ def predict_views(
     out = np.zeros((len(views), len(source), len(info.classes)), dtype=np.float32)
     for net in nets:
         net.to(device).use_channels_last().eval()
-    batches = [np.arange(i, min(i + bs, len(source))) for i in range(0, len(source), bs)]
+    if batches is None:
+        batches = [np.arange(i, min(i + bs, len(source))) for i in range(0, len(source), bs)]
     feed = Feeder(source, device)(batches)
     with reporter.progress(f"predicting ({len(views)} view{'s' * (len(views) > 1)})", len(batches)) as advance:
         for idx in batches:

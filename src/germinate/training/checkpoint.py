@@ -67,6 +67,7 @@ def learner_state(learn: Any) -> dict[str, Any]:
         "optimizer": learn.opt.state_dict(),
         "plan": [s.to_dict() for s in learn.plan],
         "position": {"stage": learn.pos.stage, "epoch": learn.pos.epoch, "batch": learn.pos.batch},
+        "world_size": learn.world.size,  # a batch position counts steps of --bs images per process
         "epoch_stats": [learn._epoch.loss_sum, learn._epoch.count],
         "history": learn.history,
         "lr_log": learn.lr_log,

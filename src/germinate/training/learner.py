@@ -31,12 +31,13 @@ from germinate.models.export import load_state_checked, save_weights
 from germinate.models.network import Network
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
-from germinate.training.features import pooled_features, recalibrate_bn
+from germinate.training.distributed import SINGLE, World
+from germinate.training.features import batchnorm_layers, pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
 from germinate.training.schedule import Schedule
 from germinate.ui import SILENT, Reporter
-from germinate.utils import bf16_is_fast, resolve_device
+from germinate.utils import bf16_is_fast, derive_seed, resolve_device
 
 BN_IMAGES = 1024  # training images the batchnorm statistics are re-estimated on
 
@@ -52,9 +53,15 @@ class Learner:
     """Trains a Network on a DataBundle as a TrainConfig says; notebook-friendly."""
 
     def __init__(self, net: Network, data: DataBundle, cfg: TrainConfig, run: RunFolder | None = None,
-                 reporter: Reporter = SILENT):
-        self.cfg, self.data, self.run, self.reporter = cfg, data, run, reporter
-        self.device = resolve_device(cfg.device)
+                 reporter: Reporter = SILENT, world: World = SINGLE):
+        """`world`: this process's place in a torchrun launch (SINGLE: the only one). Only the
+        main process gets a `run` folder to write."""
+        self.cfg, self.data, self.run, self.reporter, self.world = cfg, data, run, reporter, world
+        self.device = world.device if world.active else resolve_device(cfg.device)
+        if cfg.sync_bn:
+            check_sync_bn(self.device)
+            if world.active:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # the same parameters, new modules
         self.net = net.to(self.device)
         if cfg.channels_last != "off":
             self.net.use_channels_last()
@@ -75,6 +82,9 @@ class Learner:
         self._epoch = _EpochStats()
         self._features: tuple[torch.Tensor, torch.Tensor] | None = None
         self._feeders: dict[str, Feeder] = {}
+        self._ddp: tuple[tuple, nn.Module] | None = None  # (what it wraps, DistributedDataParallel)
+        self.ranks_identical = True  # checked at the end of a distributed run
+        self.resumed_from_world = world.size
 
     # ---- layer groups -------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -118,14 +128,22 @@ class Learner:
         already, self.stop_requested = self.stop_requested, True
         return already
 
-    def _stop_if_requested(self, save: bool) -> None:
+    def _stop_if_requested(self, save: bool, agreed: bool = False) -> None:
         """Raise TrainingInterrupted if a stop was asked for. `save`: the learner is at a resumable
         point (after a step, or validating), so checkpoint it; otherwise the run folder's last
-        checkpoint (written at the stage start) is where a resume continues."""
+        checkpoint (written at the stage start) is where a resume continues.
+
+        With several processes the ranks first agree (one collective; `agreed`: already done at
+        this point), so that all stop at the same step; the others wait while rank 0 writes the
+        checkpoint, since the launcher ends them all once one has exited.
+        """
+        if not agreed:
+            self.stop_requested = self.world.any(self.stop_requested)
         if not self.stop_requested:
             return
         if save:
             self.save_checkpoint()
+        self.world.barrier()
         raise TrainingInterrupted(str(self.run.path if self.run else "."))
 
     def check_stop_unsaved(self) -> None:
@@ -159,9 +177,9 @@ class Learner:
 
     def _train_batches(self, key: tuple, start: int, precompute: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches of one epoch from batch `start`: images, or precomputed features."""
-        batches = EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed)
+        batches = EpochBatches(len(self.data.train), self.cfg.bs * self.world.size, self.cfg.seed)
         batches.set_epoch(key, start)
-        todo = list(batches)
+        todo = [self.world.my_slice(b) for b in batches]  # each rank its part of every global batch
         labels = torch.as_tensor(self.data.train.labels, device=self.device)
         if precompute:
             feats, _ = self._precomputed()
@@ -174,8 +192,8 @@ class Learner:
             yield x, labels[torch.as_tensor(idx, device=self.device)]
 
     def steps_per_epoch(self) -> int:
-        """Optimizer steps in one training epoch."""
-        return len(EpochBatches(len(self.data.train), self.cfg.bs, self.cfg.seed))
+        """Optimizer steps in one training epoch (a step takes --bs images on every process)."""
+        return len(EpochBatches(len(self.data.train), self.cfg.bs * self.world.size, self.cfg.seed))
 
     # ---- the frozen body: batchnorm statistics and precomputed features ------------------------
     def recalibrate_bn(self, max_images: int = BN_IMAGES) -> None:
@@ -185,43 +203,75 @@ class Learner:
         with them differ from what the same body produces in training mode (AdaBN).
         """
         self._features = None  # features computed with the old statistics are stale
-        train = self.data.train
-        n = min(max_images, len(train))
-        n -= n % self.cfg.bs if n > self.cfg.bs else 0  # whole batches: a tiny last one skews the average
-        batches = _chunks(n, self.cfg.bs)
+        gbs = self.cfg.bs * self.world.size
+        n = min(max_images, len(self.data.train))
+        n -= n % gbs if n > gbs else 0  # whole batches: a tiny last one skews the average
+        batches = [self.world.my_slice(b) for b in _chunks(n, gbs)]
         with self.reporter.progress("recalibrating batchnorm", len(batches)) as advance:
             recalibrate_bn(self.net, _advancing(self.augmented(batches, ("bn",)), advance), self.device,
                            self._autocast, self.check_stop_unsaved)
+        # Each rank averaged over as many batches as the others: the mean of the ranks' averages
+        # is the average over every batch.
+        self.world.average_([t for m in batchnorm_layers(self.net.body) for t in (m.running_mean, m.running_var)
+                             if t is not None])
 
     def _precomputed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled body features of K augmented copies of the training set, and of the validation
         set; computed once per frozen body."""
         if self._features is None:
-            n, k, bs = len(self.data.train), self.cfg.precompute_augs, self.cfg.bs * 2
-            copies = [self._features_of(self.augmented(_chunks(n, bs), ("precompute", c)), -(-n // bs),
+            # Each rank computes its share; every rank gets all of them, to train the same head.
+            n, nv, k, bs = len(self.data.train), len(self.data.valid), self.cfg.precompute_augs, self.cfg.bs * 2
+            train, valid = self.world.shard_batches(n, bs), self.world.shard_batches(nv, bs)
+            copies = [self._features_of(self.augmented(train, ("precompute", c)), len(train), n,
                                         f"precomputing features {c + 1}/{k}") for c in range(k)]
-            valid = _chunks(len(self.data.valid), bs)
-            vfeats = self._features_of(self.plain("valid", valid), len(valid), "precomputing validation features")
+            vfeats = self._features_of(self.plain("valid", valid), len(valid), nv, "precomputing validation features")
             self._features = (torch.stack(copies), vfeats)
         return self._features
 
-    def _features_of(self, images: Iterator[torch.Tensor], count: int, what: str) -> torch.Tensor:
+    def _features_of(self, images: Iterator[torch.Tensor], count: int, n: int, what: str) -> torch.Tensor:
         with self.reporter.progress(what, count) as advance:
-            return pooled_features(self.net, _advancing(images, advance), self.device, self._autocast,
+            mine = pooled_features(self.net, _advancing(images, advance), self.device, self._autocast,
                                    self.check_stop_unsaved)
+        return self.world.gather_rows(mine, n)
 
     # ---- one step, one epoch, one stage -----------------------------------------------------
     def _forward(self, x: torch.Tensor, precompute: bool) -> torch.Tensor:
         return self.net.head(x) if precompute else self.model(x)
 
+    def _trainable(self, precompute: bool) -> nn.Module:
+        """What a training step runs: the network (or the head alone, on features); with several
+        processes wrapped in DistributedDataParallel, which averages the gradients. DDP takes
+        the parameters that require gradients when it is built, so a new freeze gets a new one."""
+        if not self.world.active:
+            return self.net.head if precompute else self.model
+        key = (precompute, self.frozen_groups)
+        if self._ddp is None or self._ddp[0] != key:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self._ddp = None  # the old wrapper's gradient hooks go with it
+            target = self.net.head if precompute else self.net
+            ddp = DDP(target, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._ddp = (key, torch.compile(ddp) if self.cfg.compile and not precompute else ddp)
+        return self._ddp[1]
+
     def _step(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
+        """One optimizer step on this process's batch; returns its loss (this process's)."""
         with self._autocast():
-            out = self._forward(x, precompute)
+            out = self._trainable(precompute)(x)
         loss = self.loss_fn(out.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return float(loss.detach())
+
+    def _agree(self, loss: float) -> float:
+        """The step's loss averaged over processes, and whether any was asked to stop (one
+        collective for both, so that every process stops after the same step)."""
+        if not self.world.active:
+            return loss
+        mean_loss, stop = self.world.mean([loss, float(self.stop_requested)])
+        self.stop_requested = stop > 0
+        return mean_loss
 
     def _set_mode(self, precompute: bool) -> None:
         self.net.train()
@@ -243,7 +293,9 @@ class Learner:
                 step = epoch * spe + b
                 lrs = [p * sched.lr_mult(step) for p in stage.lrs]
                 self._set_lrs(lrs, sched.momentum(step))
-                loss = self._step(x, y, precompute)
+                # Dropout's random numbers from the step's position: a resumed run draws the same.
+                torch.manual_seed(derive_seed(self.cfg.seed, "step", self.pos.stage, epoch, b, self.world.rank))
+                loss = self._agree(self._step(x, y, precompute))
                 if not math.isfinite(loss):
                     raise GerminateError(
                         f"the training loss became {loss} in {stage.name} epoch {epoch + 1}: the LR is too high "
@@ -255,7 +307,7 @@ class Learner:
                                     **{f"lr_group{g}": f"{pg['lr']:.6g}" for g, pg in enumerate(self.opt.param_groups)}})
                 self.pos.batch = b + 1
                 advance(loss=f"{self._epoch.loss_sum / self._epoch.count:.3f}")
-                self._stop_if_requested(save=True)
+                self._stop_if_requested(save=True, agreed=True)
         return self._epoch.loss_sum / max(self._epoch.count, 1)
 
     def fit_stage(self, stage: Stage) -> None:
@@ -269,6 +321,7 @@ class Learner:
         for epoch in range(self.pos.epoch, stage.n_epochs()):
             self.pos.epoch = epoch
             train_loss = self._train_epoch(stage, sched, epoch)
+            self._average_statistics()
             seconds = time.perf_counter() - self._epoch.started
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
                    **self._validate(self.uses_precompute(stage))}
@@ -279,6 +332,14 @@ class Learner:
         if not self.uses_precompute(stage):
             self._features = None  # the body (or its batchnorm statistics) changed
         self.pos = Position(self.pos.stage + 1)
+
+    def _average_statistics(self) -> None:
+        """With several processes: batchnorm running statistics averaged over them (DDP gives
+        every forward rank 0's, but the last step leaves each process its own batch's), so that
+        all validate, save and go on with the same model."""
+        if self.world.active:
+            self.world.average_([b for name, b in self.net.named_buffers()
+                                 if b.is_floating_point() and name.rsplit(".", 1)[-1].startswith("running_")])
 
     def _after_epoch(self, row: dict, seconds: float, snapshot: bool) -> None:
         self.reporter.epoch_row(row, seconds)
@@ -297,7 +358,7 @@ class Learner:
         self.net.eval()
         if precompute:
             return self.net.head(self._precomputed()[1]).float()
-        batches = _chunks(len(self.data.valid), self.cfg.bs)
+        batches = self.world.shard_batches(len(self.data.valid), self.cfg.bs)  # this rank's share
         out = []
         with self.reporter.progress("validating", len(batches)) as advance:
             for x in self.plain("valid", batches):
@@ -305,7 +366,7 @@ class Learner:
                 with self._autocast():
                     out.append(self.model(x).float())
                 advance()
-        return torch.cat(out)
+        return self.world.gather_rows(torch.cat(out), len(self.data.valid))
 
     def _validate(self, precompute: bool = False) -> dict[str, float]:
         probs = self._valid_logits(precompute).softmax(1).cpu().numpy()
@@ -345,6 +406,7 @@ class Learner:
                     loss = self._step(x, y, precompute)
                     if fixed is not None:
                         loss = self._probe_loss(*fixed, precompute)
+                    loss = self.world.mean([loss])[0]  # every rank reads the same curve
                     advance(lr=f"{lr:.1e}", loss=f"{loss:.3f}")
                     return loss
 
@@ -354,7 +416,8 @@ class Learner:
             self.opt.load_state_dict(saved[1])
             ckpt.set_rng_state(saved[2])
         scale = lr_for_suggestion(1.0, self.frozen_groups, self.cfg.lr_ratio)
-        return LRFindResult.from_curve(lrs, np.asarray(losses), suggest, scale)
+        # Rank 0's reading for everyone: the same LRs on every rank, whatever rounding differs.
+        return self.world.broadcast(LRFindResult.from_curve(lrs, np.asarray(losses), suggest, scale))
 
     def _probe_batch(self, precompute: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed, evenly spread batch of training images (deterministic view) or their features."""
@@ -426,9 +489,24 @@ class Learner:
         self.opt.load_state_dict(state["optimizer"])
         self.plan = [Stage.from_dict(s) for s in state["plan"]]
         self.pos = Position(**state["position"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world.size and self.pos.batch:
+            # Same images consumed so far, counted in this world's (larger or smaller) steps; a
+            # step that straddles the old position is taken again in full.
+            self.pos.batch = self.pos.batch * saved_world // self.world.size
+        self.resumed_from_world = saved_world
         self._epoch = _EpochStats(*state["epoch_stats"])
         self.history, self.lr_log, self.best_f1 = list(state["history"]), list(state["lr_log"]), state["best_f1"]
         ckpt.set_rng_state(state["rng"])
+
+    def ranks_agree(self) -> bool:
+        """Whether every process holds bit-identical weights and statistics (always, with one)."""
+        if not self.world.active:
+            return True
+        fingerprint = torch.tensor([float(t.double().sum()) for t in self.net.state_dict().values()],
+                                   dtype=torch.float64)
+        mean = torch.tensor(self.world.mean(fingerprint.tolist()), dtype=torch.float64)
+        return not self.world.any(not torch.equal(fingerprint, mean))
 
     def save_checkpoint(self) -> None:
         """Write the resumable checkpoint and the logs into the run folder."""
@@ -440,6 +518,12 @@ class Learner:
         """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
         if self.run is not None:
             ckpt.write_logs(self.run, self.history, self.lr_log)
+
+
+def check_sync_bn(device: torch.device) -> None:
+    """--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU implementation."""
+    if device.type != "cuda":
+        raise GerminateError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm does not run on the CPU); drop it")
 
 
 def _chunks(n: int, bs: int) -> list[np.ndarray]:

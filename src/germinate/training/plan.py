@@ -143,8 +143,9 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
     return [s for s in (head, unfrozen) if s.n_epochs() > 0]
 
 
-def describe(stage: Stage) -> str:
-    """One line: the stage's length, schedule and LR per group."""
+def describe(stage: Stage, bs: int | None = None, processes: int = 1) -> str:
+    """One line: the stage's length, schedule, LR per group and (given `bs`, per process) the
+    batch each step takes."""
     if stage.schedule == "sgdr":
         lengths = ", ".join(f"{x:g}" if x == int(x) else f"{x:.2f}"
                             for x in sgdr_cycle_lengths(stage.cycles, stage.cycle_len, stage.cycle_mult))
@@ -155,4 +156,6 @@ def describe(stage: Stage) -> str:
     body = "head only" if stage.head_only else ("whole network" if stage.frozen_groups == 0 else
                                                  f"first {stage.frozen_groups} group(s) frozen")
     extra = ", precomputed features" if stage.precompute else ""
+    if bs is not None:
+        extra += f", batch {bs}" if processes == 1 else f", batch {bs * processes} ({bs} on each of {processes} processes)"
     return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s), {shape}, peak lr per group [{lrs}]{extra}"
