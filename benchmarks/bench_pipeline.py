@@ -3,8 +3,8 @@ architecture, image size and batch size:
 
  1. model-only training throughput (uint8 batches already in memory): the ceiling
  2. germinate end-to-end training throughput from the folder: cold cache and warm cache
- 3. warm / ceiling; and the same epoch through 0.1's per-image augmentation path (torchvision
-    transforms, one image at a time in the loader) beside today's batched one
+ 3. warm / ceiling; and the same epoch with each augmentation path (--augment image: one image
+    at a time by torchvision, the CPU default; --augment batch: the batch at once on the device)
  4. the same training through fastai v2 (`pip install -e .[bench]`), and germinate's speed-up
  5. the frozen stage with and without precomputed activations
  6. a large-image variant (the shared images upscaled to ~1500 px PNGs): epoch time without
@@ -52,43 +52,13 @@ def train_epoch_seconds(learn, epochs: int = 1) -> float:
     return (time.perf_counter() - start) / epochs
 
 
-class _PerImage(torch.utils.data.Dataset):
-    """0.1's training path: each image augmented alone by torchvision transforms under its seed."""
-
-    def __init__(self, learn):
-        from germinate.data.augment import train_transform
-
-        self.source, self.labels, self.tf = learn.data.train.source, learn.data.train.labels, train_transform(learn.aug)
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, item):
-        i, seed = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.tf(self.source.get(i)), int(self.labels[i])
-
-
-def per_image_epoch_seconds(learn, workers: int = 0) -> float:
-    """train_epoch_seconds with the batches made by the per-image path instead."""
-    from germinate.data.loaders import EpochBatches, sample_seeds
-
-    ds = _PerImage(learn)
-
-    def batches(key, start, precompute):
-        eb = EpochBatches(len(ds), learn.cfg.bs, learn.cfg.seed)
-        eb.set_epoch(key, start)
-        items = [list(zip(idx.tolist(), sample_seeds(learn.cfg.seed, key, idx))) for idx in eb]
-        loader = torch.utils.data.DataLoader(ds, batch_sampler=items, num_workers=workers)
-        for x, y in loader:
-            yield x.to(learn.device), y.to(learn.device)
-
-    learn._train_batches = batches
+def path_epoch_seconds(learn, path: str) -> float:
+    """train_epoch_seconds with the training views made by `path` (batch or image)."""
+    saved, learn.augment_on = learn.augment_on, path
     try:
         return train_epoch_seconds(learn)
     finally:
-        del learn._train_batches
+        learn.augment_on = saved
 
 
 def ceiling(learn, steps: int) -> float:
@@ -193,15 +163,15 @@ def main() -> int:
         ceil = ceiling(learn, 6 if args.quick else 20)
         w1 = learner(train_dir, tmp / "cache", args, workers=1)
         w1_epoch = train_epoch_seconds(w1)
-        old_epoch = per_image_epoch_seconds(learn)
-        new_epoch = train_epoch_seconds(learn)  # again, beside the old path: same machine state
+        image_epoch = path_epoch_seconds(learn, "image")
+        batch_epoch = path_epoch_seconds(learn, "batch")
         rows += [
             ("1. model-only training (ceiling)", f"{ceil:.1f} img/s"),
             ("2. germinate, cold cache (decode + epoch)", f"{n / (load + cold_epoch):.1f} img/s  (decode {load:.1f} s, epoch {cold_epoch:.1f} s)"),
             ("2. germinate, warm cache (epoch)", f"{n / warm_epoch:.1f} img/s  (load {warm_load:.1f} s, epoch {warm_epoch:.1f} s)"),
             ("3. warm / ceiling", f"{n / warm_epoch / ceil:.2f}  (target >= 0.90)"),
-            ("3. augmentation: batched on the device (now)", f"{n / new_epoch:.1f} img/s  ({n / new_epoch / ceil:.2f} of ceiling)"),
-            ("3. augmentation: per image, torchvision (0.1)", f"{n / old_epoch:.1f} img/s  ({n / old_epoch / ceil:.2f} of ceiling)"),
+            ("3. --augment batch (the batch at once, on the device)", f"{n / batch_epoch:.1f} img/s  ({n / batch_epoch / ceil:.2f} of ceiling)"),
+            ("3. --augment image (per image, torchvision, as 0.1)", f"{n / image_epoch:.1f} img/s  ({n / image_epoch / ceil:.2f} of ceiling)"),
             ("   warm cache, --workers 1 instead of 0", f"{n / w1_epoch:.1f} img/s"),
         ]
         fa = fastai_epoch_seconds(train_dir if not args.quick else _subset(train_dir, tmp / "subset", 25), args)

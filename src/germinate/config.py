@@ -111,6 +111,9 @@ class TrainConfig:
     # measured to hurt on the seedlings; --max-lighting 0.2 turns it on
     max_lighting: float = setting(0.0, "largest brightness/contrast change, as a fraction", "float", "augmentation",
                                   bound=UNIT_OPEN)
+    augment: str = setting("auto", "where training views are made: batch (all at once on the training device), "
+                           "image (one at a time by torchvision on the CPU); auto: batch on CUDA, image on CPU",
+                           "str", "augmentation", choices=("auto", "batch", "image"))
     # model
     arch: str = setting("efficientnet_lite0", "backbone: efficientnet_lite0/1/2 (offline), resnet18..152, or a timm name",
                         "str", "model", metavar="NAME")

@@ -43,6 +43,25 @@ def test_two_epochs_on_a_tiny_real_subset_lower_the_loss(data_dir: Path, seed: i
     assert after < before - 0.05, (before, after)  # measured drops 0.09 to 0.22
 
 
+def test_augmentation_path_auto_is_per_image_on_cpu_and_batched_on_cuda(labelled: Path):
+    from germinate.training.learner import augment_path
+
+    assert augment_path("auto", torch.device("cpu")) == "image"
+    assert augment_path("auto", torch.device("cuda")) == "batch"
+    assert augment_path("batch", torch.device("cpu")) == "batch"
+    # the learner's training batches are the chosen path's views, each under its sample's seed
+    from germinate.data.loaders import EpochBatches
+
+    for augment in ("image", "batch"):
+        learn = create_learner(tiny_cfg(labelled, augment=augment))
+        order = EpochBatches(len(learn.data.train), learn.cfg.bs, learn.cfg.seed)
+        order.set_epoch(("e",))
+        idx = next(iter(order))
+        x, _ = next(learn._train_batches(("e",), 0, precompute=False))
+        expected = torch.cat([_one_view(learn, int(i), derive_seed(5, "e", int(i))) for i in idx])
+        assert torch.allclose(x.float(), expected.float(), atol=1e-3)
+
+
 def test_freeze_keeps_batchnorm_trainable(labelled: Path):
     learn = create_learner(tiny_cfg(labelled))
     net = learn.net
@@ -186,14 +205,20 @@ def test_a_partial_freeze_survives_every_fit(labelled: Path, how: str):
 
 
 def _one_view(learn: Learner, i: int, seed: int) -> torch.Tensor:
-    """Training image `i` augmented alone under `seed`: what a batch must hold for it."""
+    """Training image `i` augmented alone under `seed`, by the learner's augmentation path: what a
+    batch must hold for it."""
+    from germinate.data.augment import augment_images
     from germinate.data.batch_augment import augment_batch, draw_params
 
+    if learn.augment_on == "image":
+        return augment_images(learn.data.train.source, [i], [seed], learn.aug)
     return augment_batch(learn.data.train.source.get(i)[None], draw_params([seed], learn.aug), learn.aug.size)
 
 
-def test_batchnorm_is_re_estimated_on_the_training_images(labelled: Path):
-    learn = create_learner(tiny_cfg(labelled, bs=4))
+@pytest.mark.parametrize("augment", ["image", "batch"])
+def test_batchnorm_is_re_estimated_on_the_training_images(labelled: Path, augment: str):
+    learn = create_learner(tiny_cfg(labelled, bs=4, augment=augment))
+    assert learn.augment_on == augment
     net = learn.net
     first_bn = next(m for m in net.body.modules() if isinstance(m, torch.nn.BatchNorm2d))
     stem = net.body.model.conv_stem  # the first batchnorm's input does not depend on any statistics
@@ -211,10 +236,11 @@ def test_batchnorm_is_re_estimated_on_the_training_images(labelled: Path):
     assert all(not m.training or net.training for m in net.modules())
 
 
-def test_precomputed_features_equal_an_eval_mode_forward_pass(labelled: Path):
+@pytest.mark.parametrize("augment", ["image", "batch"])
+def test_precomputed_features_equal_an_eval_mode_forward_pass(labelled: Path, augment: str):
     from germinate.data.augment import eval_transform
 
-    learn = create_learner(tiny_cfg(labelled))
+    learn = create_learner(tiny_cfg(labelled, augment=augment))
     train_feats, valid_feats = learn._precomputed()
     net = learn.net.eval()
     valid = learn.data.valid

@@ -101,6 +101,18 @@ def train_transform(cfg: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor
     )
 
 
+def augment_images(source, idx, seeds, cfg: AugmentConfig) -> torch.Tensor:
+    """Training views of images `idx` of a source, one at a time by `train_transform`, each under
+    its own seed: a (n, 3, size, size) uint8 batch. The per-image path (--augment image)."""
+    tf = train_transform(cfg)
+    views = []
+    for i, seed in zip(idx, seeds):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            views.append(tf(source.get(int(i))))
+    return torch.stack(views)
+
+
 def eval_transform(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Deterministic: the whole (already centre-cropped, square) image resized to `size`."""
     return v2.Resize((size, size), antialias=True)

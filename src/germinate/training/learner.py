@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from germinate.config import N_GROUPS, TrainConfig
-from germinate.data.augment import AugmentConfig, eval_transform
+from germinate.data.augment import AugmentConfig, augment_images, eval_transform
 from germinate.data.batch_augment import augment_batch, draw_params
 from germinate.data.bundle import DataBundle
 from germinate.data.loaders import EpochBatches, Feeder, sample_seeds
@@ -66,6 +66,7 @@ class Learner:
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
+        self.augment_on = augment_path(cfg.augment, self.device)
         # Compiled lazily at the first batch; it shares the parameters with self.net.
         self.model = torch.compile(self.net) if cfg.compile else self.net
         self.aug = AugmentConfig(cfg.size, cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
@@ -163,6 +164,11 @@ class Learner:
     def augmented(self, batches: list[np.ndarray], key: tuple) -> Iterator[torch.Tensor]:
         """Training views of these batches of training images, each sample under the seed
         (run seed, *key, index), augmented as a batch on the device."""
+        if self.augment_on == "image":
+            for idx in batches:
+                seeds = sample_seeds(self.cfg.seed, key, idx)
+                yield augment_images(self.data.train.source, idx, seeds, self.aug).to(self.device, non_blocking=True)
+            return
         # Every batch's parameters drawn up front (milliseconds an epoch): nothing but kernel
         # launches is left between two steps.
         params = [draw_params(sample_seeds(self.cfg.seed, key, idx), self.aug) for idx in batches]
@@ -518,6 +524,16 @@ class Learner:
         """metrics.csv (identical for identical runs), timings.csv and lrs.csv."""
         if self.run is not None:
             ckpt.write_logs(self.run, self.history, self.lr_log)
+
+
+def augment_path(setting: str, device: torch.device) -> str:
+    """Where training views are made: "batch" (the batch at once, on the training device) or
+    "image" (one at a time by torchvision on the CPU). auto: batch on CUDA, where per-image CPU
+    work starves the GPU; image on CPU, where the two run at the same speed and the per-image
+    views trained better (see the README's speed section)."""
+    if setting != "auto":
+        return setting
+    return "batch" if device.type == "cuda" else "image"
 
 
 def check_sync_bn(device: torch.device) -> None:
