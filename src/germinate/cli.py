@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -425,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if distributed.launched() and func not in (cmd_train, cmd_lr_find):
+            if os.environ.get("RANK", "0") != "0":
+                return EXIT_USER_ERROR  # rank 0 says why
             raise GerminateError(f"only train and lr-find run on several processes; run {args.command} without torchrun")
         return func(args)
     except GerminateError as e:

@@ -178,3 +178,17 @@ def test_sync_bn_on_the_cpu_is_a_one_line_error(data: Path, tmp_path: Path, caps
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--sync-bn needs CUDA" in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_commands_that_run_in_one_process_refuse_torchrun_once(monkeypatch, capsys, tmp_path: Path, rank: str):
+    from germinate.cli import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    if rank == "0":
+        assert err == "germinate: error: only train and lr-find run on several processes; run report without torchrun\n"
+    else:
+        assert err == ""  # rank 0 speaks for both
