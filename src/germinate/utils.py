@@ -54,6 +54,16 @@ def write_csv_atomic(path: str | os.PathLike, header: Sequence[str], rows: Itera
         w.writerows(rows)
 
 
+def env_number(name: str, default: float, unit: str) -> float:
+    """The number in environment variable `name` (`default` when unset or empty); anything else is
+    a one-line GerminateError naming the variable and its `unit`."""
+    text = os.environ.get(name, "")
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise GerminateError(f"{name} must be a number of {unit}, got {text!r}") from None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a run can be repeated."""
     random.seed(seed)

@@ -23,17 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from germinate.data.augment import AugmentConfig, check_policy
+from germinate.data.augment import AugmentConfig, deterministic_views
 
 # Columns of a parameter table, one row per sample.
 K, ANGLE, CROP_W, CROP_H, CENTRE_X, CENTRE_Y, BRIGHTNESS, CONTRAST = range(8)
 N_PARAMS = 8
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
-
-
-def flips_of(policy: str) -> list[int]:
-    """The dihedral indices (see augment.dihedral) a policy draws from during training."""
-    return {"top-down": list(range(8)), "side-on": [0, 4], "none": [0]}[check_policy(policy)]
 
 
 def draw_params(seeds: Sequence[int], cfg: AugmentConfig) -> np.ndarray:
@@ -42,7 +37,7 @@ def draw_params(seeds: Sequence[int], cfg: AugmentConfig) -> np.ndarray:
     Every row depends on its seed and `cfg` alone. Crop width and height are fractions of the
     image side; the centre is in [-1, 1] image coordinates, placed so the crop lies inside it.
     """
-    flips = flips_of(cfg.flip)
+    flips = deterministic_views(cfg.flip)  # training draws from the same dihedral views TTA uses
     out = np.empty((len(seeds), N_PARAMS))
     for row, seed in zip(out, seeds):
         g = np.random.default_rng(seed)

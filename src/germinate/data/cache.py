@@ -133,14 +133,9 @@ DEFAULT_LIMIT_GB = 20.0
 
 def cache_limit_bytes() -> int:
     """The cache's size bound: $GERMINATE_CACHE_GB gibibytes (default 20)."""
-    from germinate.errors import GerminateError
+    from germinate.utils import env_number
 
-    text = os.environ.get("GERMINATE_CACHE_GB", "")
-    try:
-        gb = float(text) if text else DEFAULT_LIMIT_GB
-    except ValueError:
-        raise GerminateError(f"GERMINATE_CACHE_GB must be a number of gibibytes, got {text!r}") from None
-    return int(gb * 2**30)
+    return int(env_number("GERMINATE_CACHE_GB", DEFAULT_LIMIT_GB, "gibibytes") * 2**30)
 
 
 def _size_dirs(root: Path) -> list[Path]:

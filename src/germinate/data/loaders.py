@@ -26,6 +26,11 @@ def sample_seeds(seed: int, key: tuple, idx: Iterable[int]) -> list[int]:
     return [derive_seed(seed, *key, int(i)) for i in idx]
 
 
+def index_batches(n: int, bs: int) -> list[np.ndarray]:
+    """0..n-1 in order, in batches of `bs` (the last may be smaller)."""
+    return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
+
+
 class EpochBatches:
     """The batches of indices of one epoch. `set_epoch(key, start)` picks the shuffle (`key`: any
     tuple of ints/strings) and the first batch to yield (for resuming mid-epoch)."""

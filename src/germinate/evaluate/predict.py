@@ -18,7 +18,7 @@ import torch
 from germinate.data.augment import AugmentConfig, deterministic_views, dihedral, eval_transform
 from germinate.data.batch_augment import augment_batch, draw_params
 from germinate.data.cache import ImageSource
-from germinate.data.loaders import Feeder
+from germinate.data.loaders import Feeder, index_batches
 from germinate.models.export import ModelInfo
 from germinate.models.network import Network
 from germinate.ui import SILENT, Reporter
@@ -48,10 +48,6 @@ def tta_views(flip: str, n: int | None = None) -> list[View]:
     return (fixed + extra)[: n + 1]
 
 
-def _batches(n: int, bs: int) -> list[list[int]]:
-    return [list(range(i, min(i + bs, n))) for i in range(0, n, bs)]
-
-
 @torch.no_grad()
 def predict_views(
     nets: Sequence[Network],
@@ -75,7 +71,7 @@ def predict_views(
     for net in nets:
         net.to(device).use_channels_last().eval()
     if batches is None:
-        batches = [np.arange(i, min(i + bs, len(source))) for i in range(0, len(source), bs)]
+        batches = index_batches(len(source), bs)
     feed = Feeder(source, device)(batches)
     with reporter.progress(f"predicting ({len(views)} view{'s' * (len(views) > 1)})", len(batches)) as advance:
         for idx in batches:

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from germinate.errors import GerminateError
+from germinate.utils import env_number
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600  # a collective waiting this long means another process is gone or stuck
@@ -146,13 +147,9 @@ def launched() -> bool:
 
 def timeout_s() -> float:
     """$GERMINATE_DIST_TIMEOUT seconds (default 600): how long a collective waits for the others."""
-    text = os.environ.get("GERMINATE_DIST_TIMEOUT", "")
-    try:
-        value = float(text) if text else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise GerminateError(f"GERMINATE_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
+    value = env_number("GERMINATE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S, "seconds")
     if value <= 0:
-        raise GerminateError(f"GERMINATE_DIST_TIMEOUT must be positive, got {text!r}")
+        raise GerminateError(f"GERMINATE_DIST_TIMEOUT must be positive, got {os.environ['GERMINATE_DIST_TIMEOUT']!r}")
     return value
 
 

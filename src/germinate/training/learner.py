@@ -24,7 +24,7 @@ from germinate.config import N_GROUPS, TrainConfig
 from germinate.data.augment import AugmentConfig, augment_images, eval_transform
 from germinate.data.batch_augment import augment_batch, draw_params
 from germinate.data.bundle import DataBundle
-from germinate.data.loaders import EpochBatches, Feeder, sample_seeds
+from germinate.data.loaders import EpochBatches, Feeder, index_batches, sample_seeds
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.models.export import load_state_checked, save_weights
@@ -32,7 +32,7 @@ from germinate.models.network import Network
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
 from germinate.training.distributed import SINGLE, World
-from germinate.training.features import batchnorm_layers, pooled_features, recalibrate_bn
+from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
 from germinate.training.schedule import Schedule
@@ -212,14 +212,13 @@ class Learner:
         gbs = self.cfg.bs * self.world.size
         n = min(max_images, len(self.data.train))
         n -= n % gbs if n > gbs else 0  # whole batches: a tiny last one skews the average
-        batches = [self.world.my_slice(b) for b in _chunks(n, gbs)]
+        batches = [self.world.my_slice(b) for b in index_batches(n, gbs)]
         with self.reporter.progress("recalibrating batchnorm", len(batches)) as advance:
             recalibrate_bn(self.net, _advancing(self.augmented(batches, ("bn",)), advance), self.device,
                            self._autocast, self.check_stop_unsaved)
         # Each rank averaged over as many batches as the others: the mean of the ranks' averages
         # is the average over every batch.
-        self.world.average_([t for m in batchnorm_layers(self.net.body) for t in (m.running_mean, m.running_var)
-                             if t is not None])
+        self._average_statistics()
 
     def _precomputed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled body features of K augmented copies of the training set, and of the validation
@@ -540,11 +539,6 @@ def check_sync_bn(device: torch.device) -> None:
     """--sync-bn needs CUDA: PyTorch's SyncBatchNorm has no CPU implementation."""
     if device.type != "cuda":
         raise GerminateError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm does not run on the CPU); drop it")
-
-
-def _chunks(n: int, bs: int) -> list[np.ndarray]:
-    """0..n-1 in order, in batches of `bs` (the last may be smaller)."""
-    return [np.arange(i, min(i + bs, n)) for i in range(0, n, bs)]
 
 
 def _advancing(batches, advance) -> Iterator:
