@@ -1,10 +1,11 @@
 """Which batchnorm statistics give the frozen body its most useful features? A logistic-regression
 probe on pooled features of the shared data (train split -> validation split), for the pretrained
-statistics and for statistics re-estimated as the head stage does (`recalibrate_bn`), on
-augmented or plain images, with BN eps as timm builds the model (1e-5) and as TensorFlow trained it
-(1e-3); also how often the ReLU6 activations saturate.
+statistics and for statistics re-estimated as `--bn-reestimate` does (`recalibrate_bn`): on 1024
+or on all augmented training images, on plain images, means only, variances only; and the
+pretrained statistics with TensorFlow's BN eps (1e-3) instead of timm's (1e-5). Also how often the
+ReLU6 activations saturate, and how much the re-estimation changes each channel's scale.
 
-    python benchmarks/probe_bn.py [--size 128]
+    python benchmarks/probe_bn.py [--size 128]       (about 10 minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -61,21 +62,43 @@ def main() -> int:
 
     def plain_recalibration() -> None:
         train = learn.data.train
-        batches = [(torch.stack([tf(train.source.get(j)) for j in range(i, i + 32)]), None) for i in range(0, 1024, 32)]
+        batches = [torch.stack([tf(train.source.get(j)) for j in range(i, i + 32)]) for i in range(0, 1024, 32)]
         recalibrate_bn(net, batches, torch.device("cpu"), learn._autocast)
+
+    def keep(part: str) -> None:
+        """Put the pretrained running mean or variance back after a re-estimation."""
+        current = net.state_dict()
+        net.load_state_dict({k: (pretrained[k] if k.endswith(part) else v) for k, v in current.items()})
+
+    def spread() -> str:
+        """How the re-estimated standard deviations compare with the pretrained ones."""
+        ratios = torch.cat([(m.running_var / pretrained[f"body.{n}.running_var"]).sqrt()
+                            for n, m in net.body.named_modules() if isinstance(m, torch.nn.BatchNorm2d)])
+        q = ratios[ratios.isfinite()].quantile(torch.tensor([0.1, 0.5, 0.9])).tolist()
+        return f"re-estimated std / pretrained std: 10% {q[0]:.2f}, median {q[1]:.2f}, 90% {q[2]:.2f}"
 
     print(f"{args.size} px, {len(learn.data.train)} training / {len(learn.data.valid)} validation images")
     print(f"{'batchnorm statistics':<48}{'probe':>8}{'ReLU6 >= 6':>13}{'s':>8}")
-    for eps in (1e-5, 1e-3):
-        net.load_state_dict(pretrained)
-        for m in batchnorm_layers(net.body):
-            m.eps = eps
-        probe(f"pretrained, eps {eps:g}")
-        learn.recalibrate_bn()
-        probe(f"re-estimated on augmented images, eps {eps:g}")
-        net.load_state_dict(pretrained)
-        plain_recalibration()
-        probe(f"re-estimated on plain images, eps {eps:g}")
+    probe("pretrained (eps 1e-5, as timm builds it)")
+    learn.recalibrate_bn()
+    probe("re-estimated on 1024 augmented images")
+    print("  " + spread())
+    keep("running_var")
+    probe("  the same, pretrained variances kept (means only)")
+    net.load_state_dict(pretrained)
+    learn.recalibrate_bn()
+    keep("running_mean")
+    probe("  the same, pretrained means kept (variances only)")
+    net.load_state_dict(pretrained)
+    learn.recalibrate_bn(max_images=len(learn.data.train))
+    probe(f"re-estimated on all {len(learn.data.train)} augmented images")
+    net.load_state_dict(pretrained)
+    plain_recalibration()
+    probe("re-estimated on 1024 plain images")
+    net.load_state_dict(pretrained)
+    for m in batchnorm_layers(net.body):
+        m.eps = 1e-3
+    probe("pretrained, eps 1e-3 (as TensorFlow trained it)")
     return 0
 
 

@@ -2,8 +2,8 @@
 
     germinate train TRAIN_DIR --out RUN_DIR        the recipe, end to end
     germinate lr-find TRAIN_DIR --out DIR          the LR range test alone
-    germinate predict RUN_DIR IMAGES_DIR --submission FILE
-    germinate evaluate RUN_DIR LABELLED_DIR [--json FILE]
+    germinate predict RUN_DIR... IMAGES_DIR --submission FILE
+    germinate evaluate RUN_DIR... LABELLED_DIR [--json FILE]
     germinate show-batch TRAIN_DIR --out batch.png
     germinate report RUN_DIR
     germinate serve RUN_DIR                        HTTP API and an upload page
@@ -75,6 +75,8 @@ def value_parser(f: dataclasses.Field) -> Callable[[str], object]:
             return _lr(text)
         if kind == "floats":
             value = _floats(text)
+        elif kind == "ints":
+            value = [int(x) if x == int(x) else x for x in _floats(text)]  # 1.5 stays, to be refused by name
         elif kind in ("int", "float"):
             value = _number(text, int if kind == "int" else float)
         else:
@@ -144,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("predict", help="predict a folder of images; write a Kaggle submission")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="a run folder, or several: their TTA probabilities "
+                   "are averaged (an ensemble)")
     p.add_argument("images_dir", metavar="IMAGES_DIR", help="a flat folder of images")
     p.add_argument("--submission", metavar="FILE", help="submission CSV to write (default RUN_DIR/submission.csv)")
     p.add_argument("--probs", metavar="FILE", help="also write one probability column per class")
@@ -152,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="metrics of a trained model on a labelled folder")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="a run folder, or several (an ensemble)")
     p.add_argument("labelled_dir", metavar="LABELLED_DIR")
     p.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     p.add_argument("--out", metavar="DIR", help="folder for confusion.csv/png (default RUN_DIR/eval-<name>)")
@@ -243,7 +246,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
         raise GerminateError("--valid and --valid-pct exclude each other: validate on a folder, or on a hold-out")
     if "train_dir" in given:
         given["train_dir"] = str(given["train_dir"])
-    return TrainConfig(**given)
+    return TrainConfig.from_preset(given.pop("preset", "fast"), **given)
 
 
 def _reporter(args: argparse.Namespace):
@@ -306,7 +309,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from germinate.inference import predict_folder
 
-    submission = args.submission or str(Path(args.run_dir) / "submission.csv")
+    submission = args.submission or str(Path(args.run_dir[0]) / "submission.csv")
     predict_folder(args.run_dir, args.images_dir, submission, args.probs, args.tta, args.bs, args.device,
                    args.cache_dir, args.use_cache, _reporter(args))
     return 0
@@ -316,7 +319,8 @@ def print_evaluation(result: dict, reporter) -> None:
     """The evaluation as tables on the terminal."""
     from rich.table import Table
 
-    summary = Table(title=f"{result['n']} images")
+    models = f", an ensemble of {result['models']} models" if result.get("models", 1) > 1 else ""
+    summary = Table(title=f"{result['n']} images{models}")
     for col in ("", "accuracy", "micro-F1", "macro-F1", "loss"):
         summary.add_column(col, justify="right")
     for name, r in (("plain", result["plain"]), (f"TTA ({result['tta_views']} views)", result)):

@@ -77,10 +77,21 @@ UNIT_OPEN = Bound(0, 1, hi_open=True)  # [0, 1)
 PIXELS = Bound(16, 4096, integer=True)
 
 
+# Named sets of defaults (`--preset`); settings given with a preset override it. "fast" is the
+# plain defaults. Chosen by measurement: see the README's accuracy table and bench_accuracy.py.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "best": {},
+}
+
+
 @dataclass
 class TrainConfig:
     """A training run, resolved: saved as config.json so the run can be repeated or resumed."""
 
+    preset: str = setting("fast", "a named set of defaults, chosen by measurement: fast (a quarter of an hour on "
+                          "a 2-core CPU) or best (about an hour); options given with it override it", "str", "recipe",
+                          choices=tuple(PRESETS))
     # data
     train_dir: str = setting("", "labelled folder: TRAIN_DIR/<class>/<image>", "str", "data", cli=False)
     valid_dir: str | None = setting(None, "a labelled folder to validate on instead of a hold-out", "str", "data",
@@ -90,6 +101,10 @@ class TrainConfig:
     limit_per_class: int | None = setting(None, "use at most K images per class (quick runs)", "int", "data",
                                           bound=INT1, metavar="K", default_text="all")
     size: int = setting(128, "training image size in pixels", "int", "data", bound=PIXELS, metavar="PX")
+    sizes: list[int] | None = setting(None, "progressive resizing: train at these sizes in turn, smallest first (the "
+                                      "head at the first; the unfrozen SGDR cycles split over them, the last size "
+                                      "getting the last cycle); replaces --size", "ints", "data", bound=PIXELS,
+                                      metavar="A,B,..")
     test_size: int | None = setting(None, "size the model is validated and used at", "int", "data", bound=PIXELS,
                                     metavar="PX", default_text=f"{TEST_SIZE_FACTOR:g} x --size")
     cache_margin: float = setting(1.25, "training images are cached this many times larger than --size, for zoom crops",
@@ -137,7 +152,7 @@ class TrainConfig:
                               metavar="R")
     suggest: str = setting("valley", "range-test rule", "str", "recipe", choices=SUGGESTIONS)
     # stages: the head alone (body frozen), then the whole network
-    freeze_epochs: int = setting(2, "head-only epochs (one-epoch SGDR cycles); 0 skips the stage", "int", "recipe",
+    freeze_epochs: int = setting(4, "head-only epochs (one-epoch SGDR cycles); 0 skips the stage", "int", "recipe",
                                  bound=INT0, flags=("--freeze-epochs", "--head-cycles"), metavar="N")
     schedule: str = setting("sgdr", "LR schedule", "str", "recipe", choices=SCHEDULES)
     epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
@@ -148,6 +163,9 @@ class TrainConfig:
     cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
     warmup_pct: float = setting(0.0, "linear warm-up over this fraction of each stage's first cycle", "float", "recipe",
                                 bound=UNIT_OPEN)
+    bn_reestimate: bool = setting(False, "re-estimate the frozen body's batchnorm statistics on the training images "
+                                  "before the head stage (AdaBN); off keeps the pretrained ones (measured better)",
+                                  "bool", "recipe")
     precompute: str = setting("auto", "head stage on precomputed body features", "str", "recipe", choices=AUTO_ON_OFF)
     precompute_augs: int = setting(1, "augmented copies of the training set to precompute", "int", "recipe",
                                    bound=Bound(1, 64, integer=True), metavar="K")
@@ -169,14 +187,25 @@ class TrainConfig:
     quiet: bool = setting(False, "no progress bars or tables", "bool", "machine", cli=False)
 
     @property
+    def train_sizes(self) -> list[int]:
+        """The training sizes in the order they are used: --sizes, or just --size."""
+        return list(self.sizes) if self.sizes else [self.size]
+
+    @property
+    def final_size(self) -> int:
+        """The size the model trains at last (the one it is used at, times the test-size factor)."""
+        return self.train_sizes[-1]
+
+    @property
     def eval_size(self) -> int:
         """Side of the images the model is validated and used at."""
-        return self.test_size or round(self.size * TEST_SIZE_FACTOR)
+        return self.test_size or round(self.final_size * TEST_SIZE_FACTOR)
 
     @property
     def cache_px(self) -> int:
-        """Side of the square training images kept in the cache."""
-        return max(self.size, round(self.size * self.cache_margin))
+        """Side of the square training images kept in the cache (every training size crops from it)."""
+        largest = max(self.train_sizes)
+        return max(largest, round(largest * self.cache_margin))
 
     @property
     def eval_cache_px(self) -> int:
@@ -193,9 +222,27 @@ class TrainConfig:
             return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
         return 7
 
+    def unfrozen_parts(self) -> int:
+        """How many sizes the unfrozen stage can be split into: its SGDR cycles (--cycles, or as
+        many as fit into --epochs), or with other schedules its epochs."""
+        from germinate.training.plan import fit_cycles
+
+        if self.schedule != "sgdr":
+            return self.unfrozen_epochs()
+        if self.epochs is None:
+            return self.cycles
+        return fit_cycles(self.epochs, self.cycle_len, self.cycle_mult, max(self.cycles, 1))[0]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_preset(cls, preset: str = "fast", **given: Any) -> TrainConfig:
+        """A config from a preset's settings, then `given` on top (what the CLI does)."""
+        if preset not in PRESETS:
+            raise GerminateError(f"Invalid --preset {preset!r}; valid: {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[preset], "preset": preset, **given})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -209,7 +256,9 @@ class TrainConfig:
     def command(self, out: str | Path) -> str:
         """The `germinate train` command line that repeats this run (it parses back to this config)."""
         args = ["germinate", "train", self.train_dir, "--out", str(out)]
-        default = TrainConfig()
+        default = TrainConfig.from_preset(self.preset)
+        if self.preset != "fast":  # the other fields are compared with the preset's
+            args += ["--preset", self.preset]
         for f in cli_fields():
             value = getattr(self, f.name)
             if value == getattr(default, f.name):
@@ -236,6 +285,11 @@ class TrainConfig:
              f"--lr must be a positive number or auto, got {self.lr}"),
             (self.lrs is None or (len(self.lrs) == 3 and all(x > 0 for x in self.lrs)),
              "--lrs takes three positive LRs: early,late,head"),
+            (not self.sizes or (len(self.sizes) >= 2 and all(a < b for a, b in zip(self.sizes, self.sizes[1:])) and
+                                self.unfrozen_parts() >= len(self.sizes)),
+             f"--sizes takes two or more increasing sizes, at most one per SGDR cycle (or, with other schedules, "
+             f"per epoch) of the unfrozen stage ({self.unfrozen_parts()} here), got "
+             f"{','.join(str(x) for x in self.sizes or [])}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -265,6 +319,7 @@ def check_value(f: dataclasses.Field, value: Any) -> str | None:
     if meta.get("choices") and value not in meta["choices"]:
         return f"Invalid {name} {value!r}; valid: {', '.join(meta['choices'])}"
     bound = meta.get("bound")
-    if bound is not None and not bound.ok(value):
-        return f"{name} must be {bound.describe()}, got {value}"
+    for x in value if isinstance(value, list) else [value]:  # a list's bound holds for each value
+        if bound is not None and not bound.ok(x):
+            return f"{name} must be {bound.describe()}, got {x}"
     return None

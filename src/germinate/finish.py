@@ -24,7 +24,7 @@ def model_info(learn: Learner) -> ModelInfo:
     net, cfg = learn.net, learn.cfg
     mean = (net.mean.flatten() / 255).tolist()
     std = (net.std.flatten() / 255).tolist()
-    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.size, cfg.eval_cache_px, mean, std, cfg.flip,
+    return ModelInfo(cfg.arch, list(learn.data.classes), cfg.final_size, cfg.eval_cache_px, mean, std, cfg.flip,
                      cfg.hidden, cfg.dropout, cfg.eval_size)
 
 

@@ -80,10 +80,11 @@ def run_plan(learn: Learner) -> None:
     """Run the remaining stages of the learner's plan, choosing LRs where needed."""
     for i in range(learn.pos.stage, len(learn.plan)):
         stage = learn.plan[i]
+        learn.use_size(stage.size)
         if learn.pos.at_stage_start:
             # A stop before the stage's first step (batchnorm, range test, features) resumes here.
             learn.save_checkpoint()
-            if learn.uses_precompute(stage):
+            if learn.uses_precompute(stage) and learn.cfg.bn_reestimate:
                 learn.recalibrate_bn()  # before features are computed (and the range test reads them)
         if stage.lrs is None:
             choose_lrs(learn, i)
@@ -123,7 +124,7 @@ def create_learner(cfg: TrainConfig, run: RunFolder | None = None, reporter: Rep
     seed_everything(cfg.seed)  # the same on every process: the same head to start from
     data = load_data(cfg, reporter, world)
     net = create_network(cfg.arch, len(data.classes), cfg.pretrained, cfg.weights, cfg.hidden, cfg.dropout,
-                         probe_size=cfg.size)
+                         probe_size=min(cfg.train_sizes))
     return Learner(net, data, cfg, run, reporter, world)
 
 

@@ -65,3 +65,43 @@ def test_policy_saved_with_the_model_is_used_at_predict_time(tiny_run: Path, unl
         expected = (net(x).softmax(1) + net(x.flip(-1)).softmax(1)) / 2
     assert np.allclose(probs_so, expected.numpy(), atol=PROB_ATOL)
     assert np.abs(probs_td - probs_so).max() > 10 * PROB_ATOL
+
+
+def _changed_copy(run: Path, dest: Path, **info_changes) -> Path:
+    """A copy of a run's exported model with other weights (and model.json changes)."""
+    from germinate.models.export import save_weights
+
+    dest.mkdir()
+    net, _ = load_model(run)
+    torch.manual_seed(0)
+    for p in net.head.parameters():
+        p.data += torch.randn_like(p) * 0.5
+    info = {**json.loads((run / "model.json").read_text()), **info_changes}
+    info["files"] = {"model.safetensors": save_weights(net, dest / "model.safetensors", len(info["classes"]))}
+    (dest / "model.json").write_text(json.dumps(info))
+    return dest
+
+
+def test_an_ensemble_averages_its_models_each_at_its_own_size(tiny_run: Path, unlabelled: Path, labelled: Path,
+                                                               tmp_path: Path):
+    from germinate.inference import evaluate_folder, predict_folder
+
+    other = _changed_copy(tiny_run, tmp_path / "other", test_size=48, source_px=56)
+    _, p1, _ = predict_folder(tiny_run, unlabelled)
+    _, p2, _ = predict_folder(other, unlabelled)
+    assert np.abs(p1 - p2).max() > 10 * PROB_ATOL  # two different models
+    files, both, classes = predict_folder([tiny_run, other], unlabelled)
+    assert np.allclose(both, (p1 + p2) / 2, atol=PROB_ATOL)
+    result = evaluate_folder([tiny_run, other], labelled, tmp_path / "eval")
+    assert result["models"] == 2 and result["n"] == 36
+
+
+def test_an_ensemble_of_models_with_other_classes_is_refused_in_one_line(tiny_run: Path, unlabelled: Path,
+                                                                          tmp_path: Path, capsys):
+    from tests.test_cli import assert_one_line_error, run_cli
+
+    info = json.loads((tiny_run / "model.json").read_text())
+    other = _changed_copy(tiny_run, tmp_path / "other", classes=list(reversed(info["classes"])))
+    code, _, err = run_cli(["predict", tiny_run, other, unlabelled, "--submission", tmp_path / "s.csv"], capsys)
+    assert_one_line_error(code, err, "other classes", "same classes")
+    assert not (tmp_path / "s.csv").exists()

@@ -254,3 +254,36 @@ def test_precomputed_features_equal_an_eval_mode_forward_pass(labelled: Path, au
     with torch.no_grad():
         logits = net.head(valid_feats)
     assert torch.allclose(logits.softmax(1), net(xv).softmax(1), atol=PROB_ATOL)
+
+
+def _running_stats(net) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.body.state_dict().items() if "running" in k}
+
+
+@pytest.mark.parametrize("reestimate", [False, True])
+def test_the_head_stage_keeps_the_pretrained_batchnorm_statistics_unless_asked(labelled: Path, tmp_path: Path,
+                                                                                reestimate: bool):
+    from germinate.models.network import create_network
+
+    pretrained = _running_stats(create_network("efficientnet_lite0", 3))
+    learn = train(tiny_cfg(labelled, cycles=0, bn_reestimate=reestimate), tmp_path / "run")
+    after = _running_stats(learn.net)
+    same = [torch.equal(v, after[k]) for k, v in pretrained.items()]
+    assert all(same) if not reestimate else not any(same)
+
+
+def test_progressive_resizing_trains_each_stage_at_its_size(labelled: Path, tmp_path: Path):
+    import json
+
+    learn = train(tiny_cfg(labelled, sizes=[32, 48], cycles=2, lr="auto"), tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        stages = [row["stage"] for row in csv.DictReader(f)]
+    assert stages == ["head", "unfrozen-32", "unfrozen-48"]
+    assert {p.name for p in (tmp_path / "run").glob("lr_find_*.json")} == {
+        "lr_find_head.json", "lr_find_unfrozen-32.json", "lr_find_unfrozen-48.json"}  # a range test per size
+    info = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert (info["size"], info["test_size"]) == (48, 60)
+    for stage, px in ((learn.plan[1], 32), (learn.plan[2], 48)):
+        learn.use_size(stage.size)
+        x, _ = next(learn._train_batches(("e",), 0, precompute=False))
+        assert x.shape[-2:] == (px, px)

@@ -9,7 +9,7 @@ from germinate.training.schedule import sgdr_cycle_lengths
 
 def test_default_plan_is_the_course_recipe():
     head, unfrozen = plan_stages(TrainConfig())
-    assert (head.name, head.frozen_groups, head.n_epochs(), head.cycles, head.precompute, head.lrs) == ("head", 2, 2, 2, True, None)
+    assert (head.name, head.frozen_groups, head.n_epochs(), head.cycles, head.precompute, head.lrs) == ("head", 2, 4, 4, True, None)
     assert (unfrozen.frozen_groups, unfrozen.n_epochs(), unfrozen.cycles, unfrozen.cycle_len, unfrozen.cycle_mult) == (0, 15, 4, 1, 2)
 
 
@@ -65,3 +65,41 @@ def test_old_plans_with_a_frozen_flag_still_load():
     s = Stage.from_dict({"name": "head", "frozen": True, "schedule": "sgdr", "epochs": 2, "cycles": 2, "cycle_len": 1,
                          "cycle_mult": 1, "warmup_pct": 0.0, "lrs": [1e-3] * 3, "precompute": True})
     assert s.frozen_groups == 2 and s.head_only and s.lrs == (1e-3,) * 3
+
+
+# ---- progressive resizing --------------------------------------------------------------------------
+from germinate.errors import GerminateError  # noqa: E402
+from germinate.training.plan import split_cycles  # noqa: E402
+
+
+@pytest.mark.parametrize("cycles,length,mult,parts", [(4, 1, 2, 3), (4, 1, 2, 2), (3, 10 / 7, 2, 2), (5, 1, 1, 5),
+                                                      (4, 2, 2, 4), (3, 1.5, 3, 2)])
+def test_split_cycles_keeps_every_cycle_and_the_total_in_whole_epochs(cycles, length, mult, parts):
+    split = split_cycles(cycles, length, mult, parts)
+    assert len(split) == parts and sum(n for n, _ in split) == cycles
+    assert [n for n, _ in split[1:]] == [1] * (parts - 1)  # the later sizes get one cycle each
+    epochs = [sum(sgdr_cycle_lengths(n, first, mult)) for n, first in split]
+    assert all(e == pytest.approx(round(e)) and round(e) >= 1 for e in epochs)
+    assert sum(epochs) == pytest.approx(round(sum(sgdr_cycle_lengths(cycles, length, mult))))
+
+
+def test_sizes_give_one_unfrozen_stage_per_size_the_head_at_the_first():
+    head, *stages = plan_stages(TrainConfig(sizes=[96, 128, 160]))
+    assert head.size == 96 and head.head_only
+    assert [(s.name, s.size, s.n_epochs(), s.cycles, s.lrs) for s in stages] == [
+        ("unfrozen-96", 96, 3, 2, None), ("unfrozen-128", 128, 4, 1, None), ("unfrozen-160", 160, 8, 1, None)]
+    cfg = TrainConfig(sizes=[96, 128, 160], size=64)
+    assert (cfg.final_size, cfg.eval_size, cfg.cache_px) == (160, 200, 200)  # --size is replaced
+    # other schedules: the epochs shared out, later sizes getting the spare ones
+    stages = plan_stages(TrainConfig(sizes=[64, 96], schedule="cosine", epochs=5))[1:]
+    assert [(s.size, s.n_epochs(), s.schedule) for s in stages] == [(64, 2, "cosine"), (96, 3, "cosine")]
+    # a given LR applies to every size's stage
+    for stage in plan_stages(TrainConfig(sizes=[64, 96], lr=9e-3))[1:]:
+        assert stage.lrs == pytest.approx((1e-3, 3e-3, 9e-3))
+
+
+@pytest.mark.parametrize("sizes,kw", [([128], {}), ([160, 128], {}), ([64, 96, 128], {"cycles": 2}),
+                                      ([64, 96, 128, 160], {"epochs": 3}), ([64, 96], {"schedule": "cosine", "epochs": 1})])
+def test_impossible_sizes_are_refused_in_one_line(sizes, kw):
+    with pytest.raises(GerminateError, match="--sizes takes two or more increasing sizes"):
+        TrainConfig(sizes=sizes, **kw).validate()

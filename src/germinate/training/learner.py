@@ -69,7 +69,7 @@ class Learner:
         self.augment_on = augment_path(cfg.augment, self.device)
         # Compiled lazily at the first batch; it shares the parameters with self.net.
         self.model = torch.compile(self.net) if cfg.compile else self.net
-        self.aug = AugmentConfig(cfg.size, cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
+        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.opt = self._make_optimizer()
         self.plan: list[Stage] = []
@@ -100,6 +100,14 @@ class Learner:
         for g, params in enumerate(self.net.layer_groups):
             for p in params:
                 p.requires_grad_(g >= n or id(p) in self.net.norm_params)
+
+    def use_size(self, px: int | None) -> None:
+        """Train at `px` pixels from now on (None: the config's final size); features
+        precomputed at another size are dropped."""
+        px = px or self.cfg.final_size
+        if px != self.aug.size:
+            self.aug = dataclasses.replace(self.aug, size=px)
+            self._features = None
 
     def freeze(self) -> None:
         """Train the head only (the body's batchnorm layers still train)."""
@@ -320,6 +328,7 @@ class Learner:
         if stage.lrs is None:
             raise GerminateError(f"stage {stage.name} has no learning rates")
         self.freeze_to(stage.frozen_groups)
+        self.use_size(stage.size)
         sched = stage.make_schedule(self.steps_per_epoch())
         # Cycle ends before the last: the last is the final model itself.
         cycle_ends = {end // sched.steps_per_epoch for _, end in sched.cycle_bounds()[:-1]}
@@ -431,7 +440,7 @@ class Learner:
         y = torch.as_tensor(train.labels[idx], device=self.device)
         if precompute:
             return self._precomputed()[0][0][torch.as_tensor(idx, device=self.device)], y
-        return next(self.plain("train", [idx], self.cfg.size)), y
+        return next(self.plain("train", [idx], self.aug.size)), y
 
     @torch.no_grad()
     def _probe_loss(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:

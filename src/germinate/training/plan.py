@@ -35,6 +35,7 @@ class Stage:
     warmup_pct: float = 0.0
     lrs: tuple[float, ...] | None = None  # None: chosen by the LR range test when the stage starts
     precompute: bool = False
+    size: int | None = None  # training image size; None: the config's --size
 
     @property
     def head_only(self) -> bool:
@@ -119,6 +120,23 @@ def fit_cycles(epochs: int, cycle_len: float, cycle_mult: float, max_cycles: int
     return cycles, epochs / sgdr_epochs(cycles, 1, cycle_mult)
 
 
+def split_cycles(cycles: int, cycle_len: float, cycle_mult: float, parts: int) -> list[tuple[int, float]]:
+    """SGDR cycles shared among `parts` consecutive stages (progressive resizing): the last
+    parts-1 cycles one to a stage, the earlier ones together in the first. Each stage gets
+    (cycles, first cycle length), its cycles stretched or shrunk by the same factor so that it
+    lasts a whole number of epochs (cycle ends rounded to whole epochs) and the total stays.
+    1, 2, 4, 8 epochs over 3 stages: (2, 1.0), (1, 4.0), (1, 8.0)."""
+    lengths = sgdr_cycle_lengths(cycles, cycle_len, cycle_mult)
+    groups = [list(range(cycles - parts + 1))] + [[i] for i in range(cycles - parts + 1, cycles)]
+    out, done = [], 0.0
+    for group in groups:
+        start, end = round(done), round(done + sum(lengths[i] for i in group))
+        done += sum(lengths[i] for i in group)
+        epochs = max(end - start, 1)
+        out.append((len(group), epochs / sgdr_epochs(len(group), 1, cycle_mult)))
+    return out
+
+
 def plan_stages(cfg: TrainConfig) -> list[Stage]:
     """The stages a config asks for; stages of zero epochs are left out. LRs left None are
     chosen by the range test when their stage starts."""
@@ -140,7 +158,19 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
         "unfrozen", 0, cfg.schedule, cfg.unfrozen_epochs(), cycles=cycles, cycle_len=cycle_len,
         cycle_mult=cfg.cycle_mult, warmup_pct=cfg.warmup_pct, lrs=body_lrs,
     )
-    return [s for s in (head, unfrozen) if s.n_epochs() > 0]
+    if not cfg.sizes:
+        return [s for s in (head, unfrozen) if s.n_epochs() > 0]
+    # Progressive resizing: one unfrozen stage per size, each with its own range test.
+    head = dataclasses.replace(head, size=cfg.sizes[0])
+    if sgdr:
+        parts = [{"cycles": n, "cycle_len": length}
+                 for n, length in split_cycles(cycles, cycle_len, cfg.cycle_mult, len(cfg.sizes))]
+    else:  # the epochs shared out, the later sizes getting the extra ones
+        total, n = unfrozen.n_epochs(), len(cfg.sizes)
+        parts = [{"epochs": total // n + (i >= n - total % n)} for i in range(n)]
+    resized = [dataclasses.replace(unfrozen, name=f"unfrozen-{px}", size=px, **part)
+               for px, part in zip(cfg.sizes, parts)]
+    return [s for s in (head, *resized) if s.n_epochs() > 0]
 
 
 def describe(stage: Stage, bs: int | None = None, processes: int = 1) -> str:
@@ -155,7 +185,8 @@ def describe(stage: Stage, bs: int | None = None, processes: int = 1) -> str:
     lrs = ", ".join(f"{x:.2e}" for x in stage.lrs or [])
     body = "head only" if stage.head_only else ("whole network" if stage.frozen_groups == 0 else
                                                  f"first {stage.frozen_groups} group(s) frozen")
-    extra = ", precomputed features" if stage.precompute else ""
+    extra = f", {stage.size} px" if stage.size else ""
+    extra += ", precomputed features" if stage.precompute else ""
     if bs is not None:
         extra += f", batch {bs}" if processes == 1 else f", batch {bs * processes} ({bs} on each of {processes} processes)"
     return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s), {shape}, peak lr per group [{lrs}]{extra}"
