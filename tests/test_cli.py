@@ -186,6 +186,11 @@ BAD_VALUES = [
     (["--warmup-pct", "1"], "--warmup-pct: must be a number in [0, 1)"),
     (["--bs", "1"], "--bs: must be an integer >= 2"),
     (["--dropout", "nan"], "--dropout: must be a number in [0, 1)"),
+    (["--sizes", "96,12"], "--sizes: must be an integer in [16, 4096], got 12"),
+    (["--sizes", "96,128.5"], "--sizes: must be an integer in [16, 4096], got 128.5"),
+    (["--sizes", "96,big"], "--sizes: expected comma-separated numbers"),
+    (["--sizes", "128,96"], "--sizes takes two or more increasing sizes"),
+    (["--preset", "slow"], "--preset: Invalid --preset 'slow'; valid: fast, best"),
 ]
 
 

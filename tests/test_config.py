@@ -42,7 +42,7 @@ def _everything_changed() -> TrainConfig:
         min_scale=0.5, max_rotate=20.0, max_lighting=0.1, arch="resnet18", pretrained=False, weights="/w.safetensors",
         hidden=0, dropout=0.25, bs=16, opt="sgd", wd=0.001, momentum=0.8, label_smoothing=0.1, lr=0.003,
         lrs=[1e-4, 3e-4, 1e-3], lr_ratio=2.5, suggest="steepest", freeze_epochs=3, schedule="cosine", epochs=5,
-        cycles=3, cycle_len=2, cycle_mult=3, warmup_pct=0.1, precompute="off", precompute_augs=2,
+        cycles=2, cycle_len=2, cycle_mult=3, warmup_pct=0.1, precompute="off", precompute_augs=2,
         snapshot_ensemble=True, tta=3, seed=7, device="cpu", amp="off", channels_last="off", sync_bn=True, compile=True, quiet=True,
     )
 
@@ -76,3 +76,19 @@ def test_every_numeric_option_has_a_range_and_the_help_quotes_the_real_default()
 def test_the_python_api_checks_the_same_ranges(name: str, value):
     with pytest.raises(GerminateError, match="must be"):
         TrainConfig(**{name: value}).validate()
+
+
+def test_a_preset_sets_its_settings_and_given_ones_override_it():
+    from germinate.config import PRESETS
+
+    assert PRESETS["fast"] == {}  # the plain defaults
+    best = TrainConfig.from_preset("best")
+    assert best.preset == "best" and PRESETS["best"]
+    assert all(getattr(best, k) == v for k, v in PRESETS["best"].items())
+    assert TrainConfig.from_preset("best", cycles=5).cycles == 5
+    cfg = _parse_command("germinate train /data/train --out r --preset best --seed 3")
+    assert cfg == TrainConfig.from_preset("best", train_dir="/data/train", seed=3)
+    # the command a best run records names the preset and only what differs from it
+    assert cfg.command("r") == "germinate train /data/train --out r --preset best --seed 3"
+    with pytest.raises(GerminateError, match="--preset"):
+        TrainConfig.from_preset("slow")

@@ -81,7 +81,7 @@ PIXELS = Bound(16, 4096, integer=True)
 # plain defaults. Chosen by measurement: see the README's accuracy table and bench_accuracy.py.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
-    "best": {},
+    "best": {"sizes": [128, 192], "cycles": 4},
 }
 
 
@@ -158,7 +158,7 @@ class TrainConfig:
     epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
                                  "int", "recipe", bound=INT0, metavar="N",
                                  default_text="SGDR: from the cycles; others: 7")
-    cycles: int = setting(4, "SGDR cycles in the unfrozen stage; 0 skips the stage", "int", "recipe", bound=INT0)
+    cycles: int = setting(3, "SGDR cycles in the unfrozen stage; 0 skips the stage", "int", "recipe", bound=INT0)
     cycle_len: int = setting(1, "epochs in the first SGDR cycle", "int", "recipe", bound=INT1)
     cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
     warmup_pct: float = setting(0.0, "linear warm-up over this fraction of each stage's first cycle", "float", "recipe",

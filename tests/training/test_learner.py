@@ -275,7 +275,7 @@ def test_the_head_stage_keeps_the_pretrained_batchnorm_statistics_unless_asked(l
 def test_progressive_resizing_trains_each_stage_at_its_size(labelled: Path, tmp_path: Path):
     import json
 
-    learn = train(tiny_cfg(labelled, sizes=[32, 48], cycles=2, lr="auto"), tmp_path / "run")
+    learn = train(tiny_cfg(labelled, sizes=[32, 48], cycles=2, lr="auto", snapshot_ensemble=True), tmp_path / "run")
     with open(tmp_path / "run" / "metrics.csv") as f:
         stages = [row["stage"] for row in csv.DictReader(f)]
     assert stages == ["head", "unfrozen-32", "unfrozen-48"]
@@ -283,7 +283,12 @@ def test_progressive_resizing_trains_each_stage_at_its_size(labelled: Path, tmp_
         "lr_find_head.json", "lr_find_unfrozen-32.json", "lr_find_unfrozen-48.json"}  # a range test per size
     info = json.loads((tmp_path / "run" / "model.json").read_text())
     assert (info["size"], info["test_size"]) == (48, 60)
-    for stage, px in ((learn.plan[1], 32), (learn.plan[2], 48)):
+    assert info["snapshots"] == ["snapshot-2.safetensors"]  # the end of the 32 px stage is a cycle end too
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert all(f"LR range test, {name}" in report for name in ("head", "unfrozen-32", "unfrozen-48"))
+    for stage, px, valid_px in ((learn.plan[1], 32, 40), (learn.plan[2], 48, 60)):
         learn.use_size(stage.size)
         x, _ = next(learn._train_batches(("e",), 0, precompute=False))
         assert x.shape[-2:] == (px, px)
+        # validated at 1.25x the size it trains at, not at the final model's size
+        assert next(learn.plain("valid", [np.arange(2)])).shape[-2:] == (valid_px, valid_px)

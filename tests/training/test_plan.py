@@ -10,7 +10,7 @@ from germinate.training.schedule import sgdr_cycle_lengths
 def test_default_plan_is_the_course_recipe():
     head, unfrozen = plan_stages(TrainConfig())
     assert (head.name, head.frozen_groups, head.n_epochs(), head.cycles, head.precompute, head.lrs) == ("head", 2, 4, 4, True, None)
-    assert (unfrozen.frozen_groups, unfrozen.n_epochs(), unfrozen.cycles, unfrozen.cycle_len, unfrozen.cycle_mult) == (0, 15, 4, 1, 2)
+    assert (unfrozen.frozen_groups, unfrozen.n_epochs(), unfrozen.cycles, unfrozen.cycle_len, unfrozen.cycle_mult) == (0, 7, 3, 1, 2)
 
 
 def test_a_given_lr_is_the_heads_peak_and_earlier_groups_learn_slower():
@@ -30,7 +30,7 @@ def test_stages_of_zero_epochs_are_left_out():
     (15, 4, [1, 2, 4, 8]), (3, 2, [1, 2]), (1, 1, [1]), (30, 4, [2, 4, 8, 16]), (10, 3, [10 / 7, 20 / 7, 40 / 7]),
 ])
 def test_epochs_are_filled_with_sgdr_cycles(epochs, cycles, lengths):
-    stage = plan_stages(TrainConfig(epochs=epochs))[1]
+    stage = plan_stages(TrainConfig(epochs=epochs, cycles=4))[1]
     assert stage.n_epochs() == epochs and stage.cycles == cycles
     assert sgdr_cycle_lengths(stage.cycles, stage.cycle_len, stage.cycle_mult) == pytest.approx(lengths)
     sched = stage.make_schedule(10)
@@ -84,11 +84,11 @@ def test_split_cycles_keeps_every_cycle_and_the_total_in_whole_epochs(cycles, le
 
 
 def test_sizes_give_one_unfrozen_stage_per_size_the_head_at_the_first():
-    head, *stages = plan_stages(TrainConfig(sizes=[96, 128, 160]))
+    head, *stages = plan_stages(TrainConfig(sizes=[96, 128, 160], cycles=4))
     assert head.size == 96 and head.head_only
     assert [(s.name, s.size, s.n_epochs(), s.cycles, s.lrs) for s in stages] == [
         ("unfrozen-96", 96, 3, 2, None), ("unfrozen-128", 128, 4, 1, None), ("unfrozen-160", 160, 8, 1, None)]
-    cfg = TrainConfig(sizes=[96, 128, 160], size=64)
+    cfg = TrainConfig(sizes=[96, 128, 160], cycles=4, size=64)
     assert (cfg.final_size, cfg.eval_size, cfg.cache_px) == (160, 200, 200)  # --size is replaced
     # other schedules: the epochs shared out, later sizes getting the spare ones
     stages = plan_stages(TrainConfig(sizes=[64, 96], schedule="cosine", epochs=5))[1:]

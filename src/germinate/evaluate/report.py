@@ -16,8 +16,6 @@ from germinate.utils import write_text_atomic
 IMAGES = [
     ("curves.png", "Loss and micro-F1 by epoch"),
     ("schedule.png", "Learning rate per layer group"),
-    ("lr_find_head.png", "LR range test, head"),
-    ("lr_find_unfrozen.png", "LR range test, unfrozen"),
     ("confusion.png", "Confusion matrix (with TTA)"),
     ("top_losses.png", "Top losses: each title gives the truth, the prediction, the loss and the probability of the truth"),
 ]
@@ -79,16 +77,20 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
                       [[k, *(_fmt(v[x]) for x in ("precision", "recall", "f1", "support"))] for k, v in t["per_class"].items()])
         out.append(("Metrics", res))
         pairs = _table(["truth", "predicted as", "count"], t["most_confused"]) if t["most_confused"] else "<p>No confusions.</p>"
-        out.append(("Most confused", pairs + "".join(_image(run / n, cap) for n, cap in IMAGES[4:5] if (run / n).exists())))
-        out.append(("Top losses", "".join(_image(run / n, cap) for n, cap in IMAGES[5:] if (run / n).exists())))
+        out.append(("Most confused", pairs + "".join(_image(run / n, cap) for n, cap in IMAGES[2:3] if (run / n).exists())))
+        out.append(("Top losses", "".join(_image(run / n, cap) for n, cap in IMAGES[3:] if (run / n).exists())))
     metrics = run.read_csv("metrics.csv")
     timings = {(r["stage"], r["epoch"]): r["seconds"] for r in run.read_csv("timings.csv")}
     rows = [[*m.values(), f"{float(timings.get((m['stage'], m['epoch']), 'nan')):.1f}"] for m in metrics]
     curves = _table([*metrics[0].keys(), "seconds"], rows) if metrics else "<p>No epochs yet.</p>"
-    out.append(("Training", curves + "".join(_image(run / n, cap) for n, cap in IMAGES[:4] if (run / n).exists())))
-    plan_rows = [[s["name"], _body(s), s["schedule"], s["cycles"], f"{s['cycle_len']:g}", s["cycle_mult"],
-                  ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"] for s in cfg["plan"]]
-    out.append(("Plan", _table(["stage", "trains", "schedule", "cycles", "cycle len", "cycle mult", "peak LR per group", "precomputed"], plan_rows)))
+    range_tests = [(f"lr_find_{s['name']}.png", f"LR range test, {s['name']}") for s in cfg["plan"]]  # one a stage
+    out.append(("Training", curves + "".join(_image(run / n, cap) for n, cap in IMAGES[:2] + range_tests
+                                             if (run / n).exists())))
+    plan_rows = [[s["name"], _body(s), s.get("size") or c["size"], s["schedule"], s["cycles"], f"{s['cycle_len']:g}",
+                  s["cycle_mult"], ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"]
+                 for s in cfg["plan"]]
+    out.append(("Plan", _table(["stage", "trains", "px", "schedule", "cycles", "cycle len", "cycle mult",
+                                "peak LR per group", "precomputed"], plan_rows)))
     counts = cfg.get("class_counts", {})
     data = f"<p>{cfg['counts']['train']} training and {cfg['counts']['valid']} validation images in {len(cfg['classes'])} classes, from <code>{html.escape(c['train_dir'])}</code>.</p>"
     data += _table(["class", "training images", "validation images"], [[k, v["train"], v["valid"]] for k, v in counts.items()])
