@@ -78,7 +78,8 @@ PIXELS = Bound(16, 4096, integer=True)
 
 
 # Named sets of defaults (`--preset`); settings given with a preset override it. "fast" is the
-# plain defaults. Chosen by measurement: see the README's accuracy table and bench_accuracy.py.
+# plain defaults, measured over three split seeds (README, Accuracy; bench_accuracy.py); "best"
+# is the longer stage and larger images that each measured better, not yet measured together.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     "best": {"sizes": [128, 192], "cycles": 4},
@@ -89,9 +90,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """A training run, resolved: saved as config.json so the run can be repeated or resumed."""
 
-    preset: str = setting("fast", "a named set of defaults, chosen by measurement: fast (a quarter of an hour on "
-                          "a 2-core CPU) or best (about an hour); options given with it override it", "str", "recipe",
-                          choices=tuple(PRESETS))
+    preset: str = setting("fast", "a named set of defaults: fast (measured: a quarter of an hour on a 2-core CPU) "
+                          "or best (longer and larger: about an hour there, estimated); options given with it "
+                          "override it", "str", "recipe", choices=tuple(PRESETS))
     # data
     train_dir: str = setting("", "labelled folder: TRAIN_DIR/<class>/<image>", "str", "data", cli=False)
     valid_dir: str | None = setting(None, "a labelled folder to validate on instead of a hold-out", "str", "data",

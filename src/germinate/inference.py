@@ -44,17 +44,17 @@ def _predict_files(models, files, where, tta, bs, device, cache_dir, use_cache, 
     """Decode `files` as each model was validated (skipping unreadable ones) and predict with
     TTA: (decoded images, TTA views per model, plain probabilities, TTA probabilities), each
     averaged over the models (an ensemble). None readable is a user error."""
-    plain = averaged = decoded = None
-    views = []
+    views, plain, averaged = [], [], []
     for nets, info in models:
+        # Each model at its own source size; a file unreadable for one is unreadable for all.
         decoded = decode_images(files, info.source_px, cache_dir, use_cache, reporter=reporter)
         if len(decoded.ok) == 0:
             raise GerminateError(f"none of the {len(files)} images in {str(where)!r} could be read")
         views.append(tta_views(info.flip, tta))
         probs = predict_views(nets, decoded.source, info, views[-1], bs, resolve_device(device), reporter)
-        plain = probs[0] / len(models) + (0 if plain is None else plain)
-        averaged = probs.mean(0) / len(models) + (0 if averaged is None else averaged)
-    return decoded, views, plain, averaged
+        plain.append(probs[0])
+        averaged.append(probs.mean(0))
+    return decoded, views, np.mean(plain, axis=0), np.mean(averaged, axis=0)
 
 
 def _describe_views(views: list[list]) -> str:

@@ -261,12 +261,15 @@ def _running_stats(net) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("reestimate", [False, True])
-def test_the_head_stage_keeps_the_pretrained_batchnorm_statistics_unless_asked(labelled: Path, tmp_path: Path,
-                                                                                reestimate: bool):
-    from germinate.models.network import create_network
+def test_the_head_stage_keeps_the_pretrained_batchnorm_statistics_unless_asked(labelled: Path, reestimate: bool):
+    from germinate.recipe import run_plan
+    from germinate.training.plan import plan_stages
 
-    pretrained = _running_stats(create_network("efficientnet_lite0", 3))
-    learn = train(tiny_cfg(labelled, cycles=0, bn_reestimate=reestimate), tmp_path / "run")
+    learn = create_learner(tiny_cfg(labelled, bn_reestimate=reestimate))
+    pretrained = _running_stats(learn.net)
+    learn.plan = plan_stages(learn.cfg)[:1]  # the head stage, as the recipe runs it
+    run_plan(learn)
+    assert len(learn.history) == 1 and learn.history[0]["stage"] == "head"
     after = _running_stats(learn.net)
     same = [torch.equal(v, after[k]) for k, v in pretrained.items()]
     assert all(same) if not reestimate else not any(same)

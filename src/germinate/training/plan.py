@@ -35,7 +35,7 @@ class Stage:
     warmup_pct: float = 0.0
     lrs: tuple[float, ...] | None = None  # None: chosen by the LR range test when the stage starts
     precompute: bool = False
-    size: int | None = None  # training image size; None: the config's --size
+    size: int | None = None  # training image size; None: the config's (last) size
 
     @property
     def head_only(self) -> bool:
