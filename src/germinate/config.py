@@ -226,13 +226,9 @@ class TrainConfig:
     def unfrozen_parts(self) -> int:
         """How many sizes the unfrozen stage can be split into: its SGDR cycles (--cycles, or as
         many as fit into --epochs), or with other schedules its epochs."""
-        from germinate.training.plan import fit_cycles
+        from germinate.training.plan import unfrozen_cycles
 
-        if self.schedule != "sgdr":
-            return self.unfrozen_epochs()
-        if self.epochs is None:
-            return self.cycles
-        return fit_cycles(self.epochs, self.cycle_len, self.cycle_mult, max(self.cycles, 1))[0]
+        return unfrozen_cycles(self)[0] if self.schedule == "sgdr" else self.unfrozen_epochs()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for JSON."""

@@ -120,6 +120,14 @@ def fit_cycles(epochs: int, cycle_len: float, cycle_mult: float, max_cycles: int
     return cycles, epochs / sgdr_epochs(cycles, 1, cycle_mult)
 
 
+def unfrozen_cycles(cfg: TrainConfig) -> tuple[int, float]:
+    """The unfrozen stage's SGDR cycles and first cycle length: --cycles and --cycle-len, or
+    with --epochs as many cycles as fit into them, stretched to fill them."""
+    if cfg.schedule == "sgdr" and cfg.epochs is not None:
+        return fit_cycles(cfg.epochs, cfg.cycle_len, cfg.cycle_mult, max(cfg.cycles, 1))
+    return cfg.cycles, float(cfg.cycle_len)
+
+
 def split_cycles(cycles: int, cycle_len: float, cycle_mult: float, parts: int) -> list[tuple[int, float]]:
     """SGDR cycles shared among `parts` consecutive stages (progressive resizing): the last
     parts-1 cycles one to a stage, the earlier ones together in the first. Each stage gets
@@ -147,9 +155,7 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
         warmup_pct=cfg.warmup_pct, lrs=tuple(stage_lrs(lr, HEAD_ONLY, cfg.lr_ratio)) if lr else None,
         precompute=cfg.precompute in ("auto", "on"),
     )
-    cycles, cycle_len = cfg.cycles, float(cfg.cycle_len)
-    if sgdr and cfg.epochs is not None:
-        cycles, cycle_len = fit_cycles(cfg.epochs, cfg.cycle_len, cfg.cycle_mult, max(cfg.cycles, 1))
+    cycles, cycle_len = unfrozen_cycles(cfg)
     if cfg.lrs:
         body_lrs = tuple(cfg.lrs)
     else:
