@@ -236,7 +236,7 @@ def _stale_run(tiny_run: Path, tmp_path: Path) -> Path:
 
 def test_overwrite_leaves_only_the_new_runs_files(tiny_run: Path, labelled: Path, tmp_path: Path, capsys):
     old = _stale_run(tiny_run, tmp_path)
-    code, _, err = run_cli(["train", labelled, "--out", old, *TINY, "--freeze-epochs", "0", "--overwrite"], capsys)
+    code, _, err = run_cli(["train", labelled, "--out", old, *TINY, "--freeze-epochs", "0", "--lr", "1e-3", "--overwrite"], capsys)
     assert code == 0, err
     assert not list(old.glob("snapshot-*")) and not (old / "eval-x").exists()
     assert not (old / "lr_find_head.png").exists()  # this run had no head stage: the old picture is gone

@@ -17,7 +17,7 @@ def test_sigterm_checkpoints_and_the_run_resumes(tmp_path: Path):
     train_dir = make_labelled(tmp_path / "train", per_class=16)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "germinate", "train", str(train_dir), "--out", str(run), "--size", "32", "--bs", "4",
-           "--freeze-epochs", "1", "--cycles", "3", "--cycle-mult", "2", "--precompute-augs", "1", "--lr", "1e-3", "--quiet"]
+           "--freeze-epochs", "1", "--cycles", "2", "--cycle-mult", "2", "--precompute-augs", "1", "--lr", "1e-3", "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
@@ -35,11 +35,11 @@ def test_sigterm_checkpoints_and_the_run_resumes(tmp_path: Path):
     assert f"germinate train --resume {run}" in err
     assert (run / "checkpoints" / "last.pt").exists() and not (run / "model.json").exists()
     done = len(list(csv.DictReader(open(run / "metrics.csv"))))
-    assert 1 <= done < 8
+    assert 1 <= done < 4
 
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     rows = list(csv.DictReader(open(run / "metrics.csv")))
-    assert [r["stage"] for r in rows] == ["head"] + ["unfrozen"] * 7
+    assert [r["stage"] for r in rows] == ["head"] + ["unfrozen"] * 3
     assert (run / "model.json").exists() and (run / "report.html").exists()
     assert main(["train", "--resume", str(run), "--quiet"]) == 2  # already finished: refused, one line
 
