@@ -164,6 +164,8 @@ class TrainConfig:
     cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
     warmup_pct: float = setting(0.0, "linear warm-up over this fraction of each stage's first cycle", "float", "recipe",
                                 bound=UNIT_OPEN)
+    fixed_blocks: int = setting(0, "the body's stem and first N blocks stay as pretrained in every stage, batchnorm "
+                                "included: no backward pass through them", "int", "recipe", bound=INT0, metavar="N")
     bn_reestimate: bool = setting(False, "re-estimate the frozen body's batchnorm statistics on the training images "
                                   "before the head stage (AdaBN); off keeps the pretrained ones (measured better)",
                                   "bool", "recipe")

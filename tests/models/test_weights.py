@@ -88,6 +88,19 @@ def test_three_layer_groups_cover_every_parameter_once():
         assert sorted(ids) == sorted(id(p) for p in net.parameters())
 
 
+def test_blocks_are_the_stem_then_each_block_from_the_input_on():
+    for arch, n_blocks in (("efficientnet_lite0", 16), ("resnet18", 8), ("mobilenetv3_small_050", 12)):
+        net = create_network(arch, 5, pretrained=False)
+        assert len(net.blocks) == n_blocks + 1
+        order = {id(m): i for i, m in enumerate(net.body.modules())}
+        places = [[order[id(m)] for m in unit.modules() if id(m) in order] for unit in net.blocks]
+        assert all(max(a) < min(b) for a, b in zip(places, places[1:]))  # one after another, no overlap
+        stem = [m for m in net.blocks[0].modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(stem) == 1 and stem[0].in_channels == 3  # the first convolution, on the image
+    vit = create_network("vit_tiny_patch16_224", 3, pretrained=False)
+    assert vit.blocks == [] and vit.fix_blocks(3) == 0 and not vit.fixed_params  # not known: nothing fixed
+
+
 def test_unknown_arch_lists_valid_ones():
     with pytest.raises(GerminateError, match="Invalid arch 'resnet9000'; valid: efficientnet_lite0"):
         check_arch("resnet9000")

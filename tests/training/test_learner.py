@@ -77,6 +77,21 @@ def test_freeze_keeps_batchnorm_trainable(labelled: Path):
     assert all(p.requires_grad for p in net.parameters())
 
 
+def test_fixed_blocks_stay_as_pretrained_through_every_stage(labelled: Path, tmp_path: Path):
+    from germinate.models.network import create_network
+
+    learn = train(tiny_cfg(labelled, fixed_blocks=2, precompute="off", freeze_epochs=1, cycles=1), tmp_path / "run")
+    assert learn.fixed_blocks == 2
+    fresh = create_network("efficientnet_lite0", 3, pretrained=True)
+    for unit, (old, new) in enumerate(zip(fresh.blocks, learn.net.blocks)):
+        same = all(torch.equal(a, b.cpu()) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+        assert same == (unit <= 2), unit  # the stem and 2 blocks, batchnorm statistics included; not the next
+    assert not any(p.requires_grad for m in learn.net.blocks[:3] for p in m.parameters())
+    learn.net.train()
+    assert [m.training for m in learn.net.blocks[:4]] == [False, False, False, True]
+    assert not learn.net.blocks[0][1].training  # the stem's batchnorm, inside the unit
+
+
 @pytest.mark.parametrize("unfrozen", [False, True])
 def test_lr_find_leaves_no_trace(labelled: Path, unfrozen: bool):
     learn = create_learner(tiny_cfg(labelled))

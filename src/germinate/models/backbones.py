@@ -5,6 +5,7 @@ its pretrained weights expect."""
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ class Backbone:
     groups: list[list[nn.Parameter]]  # [early body, late body]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # The body's units from the input on: the stem, then each block; empty where not known.
+    blocks: list[nn.Module] = dataclasses.field(default_factory=list)
 
 
 class TimmBody(nn.Module):
@@ -62,6 +65,22 @@ def _resnet_groups(m: nn.Module) -> list[list[nn.Parameter]]:
 def _efficientnet_groups(m: nn.Module) -> list[list[nn.Parameter]]:
     half = len(m.blocks) // 2
     return [_params(m.conv_stem, m.bn1, *m.blocks[:half]), _params(*m.blocks[half:], m.conv_head, m.bn2)]
+
+
+def _resnet_blocks(m: nn.Module) -> list[nn.Module]:
+    return [nn.ModuleList([m.conv1, m.bn1]), *(b for layer in (m.layer1, m.layer2, m.layer3, m.layer4) for b in layer)]
+
+
+def _efficientnet_blocks(m: nn.Module) -> list[nn.Module]:
+    return [nn.ModuleList([m.conv_stem, m.bn1]), *(b for stage in m.blocks for b in stage)]
+
+
+def _timm_blocks(m: nn.Module) -> list[nn.Module]:
+    if all(hasattr(m, a) for a in ("conv_stem", "bn1", "blocks")):
+        return _efficientnet_blocks(m)
+    if all(hasattr(m, a) for a in ("conv1", "bn1", "layer1", "layer4")):
+        return _resnet_blocks(m)
+    return []
 
 
 def _depth_groups(m: nn.Module) -> list[list[nn.Parameter]]:
@@ -138,13 +157,13 @@ def create_backbone(arch: str, pretrained: bool = True, weights_file: str | None
     """Build `arch`, load its weights, drop its classifier and split it into layer groups."""
     model = create_imagenet_model(arch, pretrained, weights_file)
     if arch in TORCHVISION_RESNETS:
-        groups = _resnet_groups(model)
+        groups, blocks = _resnet_groups(model), _resnet_blocks(model)
         num_features = model.fc.in_features
         body = nn.Sequential(*list(model.children())[:-2])  # everything before avgpool and fc
         mean, std = REGISTRY[arch][1]
     else:
-        groups = _timm_groups(model)
+        groups, blocks = _timm_groups(model), _timm_blocks(model)
         num_features = model.num_features
         mean, std = REGISTRY[arch][1] if arch in REGISTRY else _timm_norm(model)
         body = TimmBody(model)
-    return Backbone(arch, body, num_features, groups, mean, std)
+    return Backbone(arch, body, num_features, groups, mean, std, blocks)

@@ -28,6 +28,27 @@ class Network(nn.Module):
         self.layer_groups: list[list[nn.Parameter]] = [*backbone.groups, head_params]
         self.norm_params = {id(p) for m in self.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()}
         self.channels_last = False
+        self.blocks = backbone.blocks  # modules of self.body, not registered twice
+        self.fixed_params: set[int] = set()
+        self._fixed: list[nn.Module] = []
+
+    def fix_blocks(self, n: int) -> int:
+        """Keep the stem and the first `n` blocks of the body as pretrained for good: no
+        gradients, batchnorm statistics included, so no backward pass runs through them (the
+        early, high-resolution layers cost most of it). Returns how many blocks are fixed (fewer
+        when the body has fewer, or none known)."""
+        self._fixed = list(self.blocks[: n + 1]) if n > 0 else []
+        self.fixed_params = {id(p) for m in self._fixed for p in m.parameters()}
+        for m in self._fixed:
+            m.requires_grad_(False)
+        self.train(self.training)
+        return max(len(self._fixed) - 1, 0)
+
+    def train(self, mode: bool = True) -> Network:
+        super().train(mode)
+        for m in self._fixed:
+            m.eval()  # their running statistics stay the pretrained ones
+        return self
 
     def use_channels_last(self, on: bool = True) -> Network:
         """Store activations NHWC: much faster convolutions with oneDNN on CPU and on tensor cores."""

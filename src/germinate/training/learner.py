@@ -63,6 +63,7 @@ class Learner:
             if world.active:
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # the same parameters, new modules
         self.net = net.to(self.device)
+        self.fixed_blocks = self.net.fix_blocks(cfg.fixed_blocks)
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
@@ -99,7 +100,7 @@ class Learner:
         self.frozen_groups = n
         for g, params in enumerate(self.net.layer_groups):
             for p in params:
-                p.requires_grad_(g >= n or id(p) in self.net.norm_params)
+                p.requires_grad_((g >= n or id(p) in self.net.norm_params) and id(p) not in self.net.fixed_params)
 
     def use_size(self, px: int | None) -> None:
         """Train at `px` pixels from now on (None: the config's final size); features
