@@ -92,6 +92,16 @@ def test_fixed_blocks_stay_as_pretrained_through_every_stage(labelled: Path, tmp
     assert not learn.net.blocks[0][1].training  # the stem's batchnorm, inside the unit
 
 
+def test_fixed_blocks_say_what_they_fix_or_that_they_cannot(labelled: Path, capsys):
+    from germinate.ui import Reporter
+
+    create_learner(tiny_cfg(labelled, fixed_blocks=3, quiet=False), reporter=Reporter(False))
+    assert "fixed as pretrained: the stem and the first 3 of 16 blocks" in capsys.readouterr().err
+    create_learner(tiny_cfg(labelled, fixed_blocks=3, arch="vit_tiny_patch16_224", pretrained=False, quiet=False),
+                   reporter=Reporter(False))
+    assert "--fixed-blocks has no effect on vit_tiny_patch16_224" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("unfrozen", [False, True])
 def test_lr_find_leaves_no_trace(labelled: Path, unfrozen: bool):
     learn = create_learner(tiny_cfg(labelled))

@@ -64,6 +64,12 @@ class Learner:
                 net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # the same parameters, new modules
         self.net = net.to(self.device)
         self.fixed_blocks = self.net.fix_blocks(cfg.fixed_blocks)
+        if cfg.fixed_blocks:
+            total = max(len(self.net.blocks) - 1, 0)
+            if total:
+                reporter.info(f"fixed as pretrained: the stem and the first {self.fixed_blocks} of {total} blocks")
+            else:
+                reporter.warn(f"--fixed-blocks has no effect on {cfg.arch}: germinate does not know its blocks")
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
