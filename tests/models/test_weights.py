@@ -97,6 +97,12 @@ def test_blocks_are_the_stem_then_each_block_from_the_input_on():
         assert all(max(a) < min(b) for a, b in zip(places, places[1:]))  # one after another, no overlap
         stem = [m for m in net.blocks[0].modules() if isinstance(m, torch.nn.Conv2d)]
         assert len(stem) == 1 and stem[0].in_channels == 3  # the first convolution, on the image
+    net = create_network("efficientnet_lite0", 3, pretrained=False)
+    net.fix_blocks(2)
+    net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # as --sync-bn swaps the modules under torchrun
+    stem_bn = net.train().blocks[0][1]
+    assert isinstance(stem_bn, nn.SyncBatchNorm) and not stem_bn.training and not stem_bn.weight.requires_grad
+    assert net.blocks[3][0].bn1.training  # the first block not fixed
     vit = create_network("vit_tiny_patch16_224", 3, pretrained=False)
     assert vit.blocks == [] and vit.fix_blocks(3) == 0 and not vit.fixed_params  # not known: nothing fixed
 

@@ -88,7 +88,7 @@ def test_fixed_blocks_stay_as_pretrained_through_every_stage(labelled: Path, tmp
         assert same == (unit <= 2), unit  # the stem and 2 blocks, batchnorm statistics included; not the next
     assert not any(p.requires_grad for m in learn.net.blocks[:3] for p in m.parameters())
     learn.net.train()
-    assert [m.training for m in learn.net.blocks[:4]] == [False, False, False, True]
+    assert [unit[0].training for unit in learn.net.blocks[:4]] == [False, False, False, True]
     assert not learn.net.blocks[0][1].training  # the stem's batchnorm, inside the unit
 
 

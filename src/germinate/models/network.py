@@ -28,25 +28,35 @@ class Network(nn.Module):
         self.layer_groups: list[list[nn.Parameter]] = [*backbone.groups, head_params]
         self.norm_params = {id(p) for m in self.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()}
         self.channels_last = False
-        self.blocks = backbone.blocks  # modules of self.body, not registered twice
+        # Each block by the names of its modules in the body, so that it follows module swaps
+        # (SyncBatchNorm conversion) instead of holding on to the modules it started with.
+        names = {id(m): n for n, m in self.body.named_modules()}
+        self._block_names = [[names[id(m)] for m in (unit if isinstance(unit, nn.ModuleList) else [unit])]
+                             for unit in backbone.blocks]
         self.fixed_params: set[int] = set()
-        self._fixed: list[nn.Module] = []
+        self._n_fixed = 0
+
+    @property
+    def blocks(self) -> list[nn.ModuleList]:
+        """The body's units from the input on: the stem, then each block (empty where not known)."""
+        return [nn.ModuleList([self.body.get_submodule(n) for n in unit]) for unit in self._block_names]
 
     def fix_blocks(self, n: int) -> int:
         """Keep the stem and the first `n` blocks of the body as pretrained for good: no
         gradients, batchnorm statistics included, so no backward pass runs through them (the
         early, high-resolution layers cost most of it). Returns how many blocks are fixed (fewer
         when the body has fewer, or none known)."""
-        self._fixed = list(self.blocks[: n + 1]) if n > 0 else []
-        self.fixed_params = {id(p) for m in self._fixed for p in m.parameters()}
-        for m in self._fixed:
+        fixed = self.blocks[: n + 1] if n > 0 else []
+        self._n_fixed = len(fixed)
+        self.fixed_params = {id(p) for m in fixed for p in m.parameters()}
+        for m in fixed:
             m.requires_grad_(False)
         self.train(self.training)
-        return max(len(self._fixed) - 1, 0)
+        return max(len(fixed) - 1, 0)
 
     def train(self, mode: bool = True) -> Network:
         super().train(mode)
-        for m in self._fixed:
+        for m in self.blocks[: self._n_fixed]:
             m.eval()  # their running statistics stay the pretrained ones
         return self
 
