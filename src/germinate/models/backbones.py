@@ -5,8 +5,7 @@ its pretrained weights expect."""
 from __future__ import annotations
 
 from collections.abc import Callable
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -32,7 +31,7 @@ class Backbone:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     # The body's units from the input on: the stem, then each block; empty where not known.
-    blocks: list[nn.Module] = dataclasses.field(default_factory=list)
+    blocks: list[nn.Module] = field(default_factory=list)
 
 
 class TimmBody(nn.Module):
