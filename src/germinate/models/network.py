@@ -39,7 +39,10 @@ class Network(nn.Module):
     @property
     def blocks(self) -> list[nn.ModuleList]:
         """The body's units from the input on: the stem, then each block (empty where not known)."""
-        return [nn.ModuleList([self.body.get_submodule(n) for n in unit]) for unit in self._block_names]
+        return self._units(len(self._block_names))
+
+    def _units(self, n: int) -> list[nn.ModuleList]:
+        return [nn.ModuleList([self.body.get_submodule(name) for name in unit]) for unit in self._block_names[:n]]
 
     def fix_blocks(self, n: int) -> int:
         """Keep the stem and the first `n` blocks of the body as pretrained for good: no
@@ -56,7 +59,7 @@ class Network(nn.Module):
 
     def train(self, mode: bool = True) -> Network:
         super().train(mode)
-        for m in self.blocks[: self._n_fixed]:
+        for m in self._units(self._n_fixed):  # only the fixed ones: this runs at every mode switch
             m.eval()  # their running statistics stay the pretrained ones
         return self
 
