@@ -41,6 +41,9 @@ SETTINGS = {
     "lite1": "--arch efficientnet_lite1",
     "fixed-5": "--fixed-blocks 5",  # 1.57x faster unfrozen epochs (bench_fixed_blocks.py)
     "fixed-5-epochs-10": "--fixed-blocks 5 --epochs 10",  # the saved time spent on 3 more epochs
+    "freeze-bn": "--freeze-bn",  # the body's batchnorm keeps its pretrained statistics while it trains
+    # a plain fine-tuning loop, for comparison: no head stage, no range test, one LR, one cosine
+    "plain-e5": "--freeze-epochs 0 --schedule cosine --epochs 5 --lr 1e-3 --lr-ratio 1",
 }
 
 

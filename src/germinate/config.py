@@ -169,6 +169,8 @@ class TrainConfig:
     bn_reestimate: bool = setting(False, "re-estimate the frozen body's batchnorm statistics on the training images "
                                   "before the head stage (AdaBN); off keeps the pretrained ones (measured better)",
                                   "bool", "recipe")
+    freeze_bn: bool = setting(False, "the body's batchnorm layers normalise with their pretrained statistics in every "
+                              "stage, the unfrozen one included (their scale and shift still learn)", "bool", "recipe")
     precompute: str = setting("auto", "head stage on precomputed body features", "str", "recipe", choices=AUTO_ON_OFF)
     precompute_augs: int = setting(1, "augmented copies of the training set to precompute", "int", "recipe",
                                    bound=Bound(1, 64, integer=True), metavar="K")

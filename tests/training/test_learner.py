@@ -92,6 +92,28 @@ def test_fixed_blocks_stay_as_pretrained_through_every_stage(labelled: Path, tmp
     assert not learn.net.blocks[0][1].training  # the stem's batchnorm, inside the unit
 
 
+def test_freeze_bn_keeps_the_pretrained_statistics_while_the_body_trains(labelled: Path):
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    learn = create_learner(tiny_cfg(labelled, freeze_bn=True, precompute="off"))
+    bns = [m for m in learn.net.body.modules() if isinstance(m, _BatchNorm)]
+    stats = [(m.running_mean.clone(), m.running_var.clone()) for m in bns]
+    scales = [m.weight.detach().clone() for m in bns]
+    learn.unfreeze()
+    learn.fit(1, 1e-3)
+    assert all(torch.equal(m.running_mean, a) and torch.equal(m.running_var, b) for m, (a, b) in zip(bns, stats))
+    assert sum(not torch.equal(m.weight, w) for m, w in zip(bns, scales)) > len(bns) // 2  # scales still learn
+    learn.net.train()
+    assert not any(m.training for m in bns)
+    assert learn.net.head.training and any(m.training for m in learn.net.head.modules() if isinstance(m, _BatchNorm))
+    # without it, the body's statistics move with the batches
+    plain = create_learner(tiny_cfg(labelled, precompute="off"))
+    plain.unfreeze()
+    plain.fit(1, 1e-3)
+    moved = [m for m in plain.net.body.modules() if isinstance(m, _BatchNorm)]
+    assert not all(torch.equal(m.running_mean, a) for m, (a, _) in zip(moved, stats))
+
+
 def test_fixed_blocks_say_what_they_fix_or_that_they_cannot(labelled: Path, capsys):
     from germinate.ui import Reporter
 

@@ -35,6 +35,7 @@ class Network(nn.Module):
                              for unit in backbone.blocks]
         self.fixed_params: set[int] = set()
         self._n_fixed = 0
+        self.bn_frozen = False
 
     @property
     def blocks(self) -> list[nn.ModuleList]:
@@ -57,10 +58,22 @@ class Network(nn.Module):
         self.train(self.training)
         return max(len(fixed) - 1, 0)
 
+    def freeze_bn(self, on: bool = True) -> Network:
+        """Keep every batchnorm layer of the body in eval mode, training included: it normalises
+        with its pretrained running statistics, which stay as they are, while its scale and shift
+        still learn. Batch statistics of these photos are not ImageNet's, and features normalised
+        with them lose what the later layers expect (see the README's probe of the head stage)."""
+        self.bn_frozen = on
+        return self.train(self.training)
+
     def train(self, mode: bool = True) -> Network:
         super().train(mode)
         for m in self._units(self._n_fixed):  # only the fixed ones: this runs at every mode switch
             m.eval()  # their running statistics stay the pretrained ones
+        if self.bn_frozen and mode:
+            for m in self.body.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def use_channels_last(self, on: bool = True) -> Network:

@@ -70,6 +70,7 @@ class Learner:
                 reporter.info(f"fixed as pretrained: the stem and the first {self.fixed_blocks} of {total} blocks")
             else:
                 reporter.warn(f"--fixed-blocks has no effect on {cfg.arch}: germinate does not know its blocks")
+        self.net.freeze_bn(cfg.freeze_bn)
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
