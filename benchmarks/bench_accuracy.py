@@ -44,6 +44,7 @@ SETTINGS = {
     "freeze-bn": "--freeze-bn",  # the body's batchnorm keeps its pretrained statistics while it trains
     # a plain fine-tuning loop, for comparison: no head stage, no range test, one LR, one cosine
     "plain-e5": "--freeze-epochs 0 --schedule cosine --epochs 5 --lr 1e-3 --lr-ratio 1",
+    "plain-e8": "--freeze-epochs 0 --schedule cosine --epochs 8 --lr 1e-3 --lr-ratio 1",
 }
 
 
