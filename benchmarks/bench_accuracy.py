@@ -10,7 +10,8 @@ so the table can be built up over several sessions.
     python benchmarks/bench_accuracy.py --settings default label-smoothing --seeds 42
     python benchmarks/bench_accuracy.py --custom "mine=--size 144 --cycles 3"
 
-Tune on seed 42 (the split the README's other comparisons use); report on seeds 1-3.
+Tune on seed 42 (the split the README's other comparisons use); report on seeds 1-3; check a
+change of default on fresh seeds (4-6) beside the default before making it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ SETTINGS = {
     # a plain fine-tuning loop, for comparison: no head stage, no range test, one LR, one cosine
     "plain-e5": "--freeze-epochs 0 --schedule cosine --epochs 5 --lr 1e-3 --lr-ratio 1",
     "plain-e8": "--freeze-epochs 0 --schedule cosine --epochs 8 --lr 1e-3 --lr-ratio 1",
+    # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
+    "plain-lrs": "--lr 1e-3 --lr-ratio 1",
 }
 
 
