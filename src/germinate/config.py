@@ -176,6 +176,9 @@ class TrainConfig:
     precompute_augs: int = setting(1, "augmented copies of the training set to precompute", "int", "recipe",
                                    bound=Bound(1, 64, integer=True), metavar="K")
     snapshot_ensemble: bool = setting(False, "average the models at each SGDR cycle end", "bool", "recipe")
+    final_fit_all: bool = setting(False, "after the run, train the same plan (its LRs, no range tests) again from the "
+                                  "pretrained weights on the training and validation images together; that model is "
+                                  "the one exported (the validation figures stay the first fit's)", "bool", "recipe")
     # evaluation
     tta: int | None = setting(None, "TTA views besides the plain one for the final evaluation", "int", "evaluation",
                               bound=Bound(0, 64, integer=True), metavar="N",
@@ -292,6 +295,8 @@ class TrainConfig:
              f"--sizes takes two or more increasing sizes, at most one per SGDR cycle (or, with other schedules, "
              f"per epoch) of the unfrozen stage ({self.unfrozen_parts()} here), got "
              f"{','.join(str(x) for x in self.sizes or [])}"),
+            (not (self.final_fit_all and self.snapshot_ensemble),
+             "--final-fit-all and --snapshot-ensemble cannot be combined: the snapshots would be the first fit's"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -20,7 +20,8 @@ from germinate.data.bundle import DataBundle, load_folder
 from germinate.data.folders import write_skipped
 from germinate.data.manifest import FIELDS as SPLIT_FIELDS
 from germinate.data.manifest import describe_change, rows_hash, split_rows
-from germinate.errors import GerminateError
+from germinate.errors import GerminateError, TrainingInterrupted
+from germinate.final_fit import FINAL, FinalFitFolder, final_learner, finish_final_fit, pending
 from germinate.models.network import create_network
 from germinate.run import RunFolder
 from germinate.training import distributed
@@ -37,13 +38,13 @@ FALLBACK_LR = 1e-3  # used, with a warning, if a range test gives no readable cu
 RESUME_SAFE = ("device", "workers", "quiet")
 
 
-def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE) -> DataBundle:
+def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE, merge_valid: bool = False) -> DataBundle:
     """The run's data, with a one-line summary and a warning for anything skipped. With several
     processes on a machine, its first decodes (and caches) the images while the others wait,
-    then they read the cache."""
+    then they read the cache. `merge_valid`: the validation images train too (a final fit)."""
     def load() -> DataBundle:
         return load_folder(cfg.train_dir, cfg.cache_px, cfg.valid_pct, cfg.valid_dir, cfg.limit_per_class, cfg.seed,
-                           cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px)
+                           cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px, merge_valid)
 
     data = None
     if world.local_rank == 0:
@@ -53,9 +54,10 @@ def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE) -> Da
         data = load()
     if world.active and len(data.valid) < world.size:
         raise GerminateError(f"{len(data.valid)} validation image(s) cannot be shared by {world.size} processes")
-    if data.skipped:
+    if data.skipped and not merge_valid:  # a final fit reads the same files: said once
         reporter.warn(f"skipped {len(data.skipped)} file(s) that are not usable images (listed in skipped.csv)")
-    reporter.info(f"{len(data.classes)} classes, {len(data.train)} training and {len(data.valid)} validation images")
+    if not merge_valid:
+        reporter.info(f"{len(data.classes)} classes, {len(data.train)} training and {len(data.valid)} validation images")
     return data
 
 
@@ -175,6 +177,25 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
     with _stoppable(learn):
         run_plan(learn)
         finish_run(learn, time.perf_counter() - started)
+    return _final_fit(learn.cfg, run, reporter, world) or learn
+
+
+def _final_fit(cfg: TrainConfig, run: RunFolder, reporter: Reporter, world: World,
+               state: dict | None = None) -> Learner | None:
+    """With --final-fit-all, the final fit (resumed from `state`, a final-fit checkpoint); None
+    without. The plan is the first fit's, every LR chosen, as config.json records it."""
+    if not cfg.final_fit_all:
+        return None
+    started = time.perf_counter()
+    plan = world.on_main(lambda: run.read_json("config.json")["plan"])
+    learn = final_learner(cfg, run, plan, load_data(cfg, reporter, world, merge_valid=True), reporter, world, state)
+    with _stoppable(learn):
+        try:
+            run_plan(learn)
+        except TrainingInterrupted as e:
+            raise TrainingInterrupted(str(run.path)) from e  # the run resumes as a whole
+    if world.is_main:
+        finish_final_fit(learn, run, time.perf_counter() - started)
     return learn
 
 
@@ -191,12 +212,18 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     cfg = dataclasses.replace(TrainConfig.from_dict(run.read_json("config.json")["config"]), **changes).validate()
     world, reporter = join_world(cfg, reporter)
 
-    def read() -> dict:
+    def read() -> tuple[str, dict | None]:
         if (run / "final.json").exists():
-            raise GerminateError(f"the run in {str(run.path)!r} has already finished")
-        return load_checkpoint(run.checkpoint)
+            if not pending(run, cfg):
+                raise GerminateError(f"the run in {str(run.path)!r} has already finished")
+            path = FinalFitFolder(run / FINAL).checkpoint  # absent when stopped before its first save
+            return FINAL, (load_checkpoint(path) if path.exists() else None)
+        return "first", load_checkpoint(run.checkpoint)
 
-    state = world.on_main(read)  # rank 0 reads the checkpoint and hands it to the others
+    phase, state = world.on_main(read)  # rank 0 reads the checkpoint and hands it to the others
+    if phase == FINAL:
+        reporter.info(f"resuming {run.path}: the final fit on all the labelled images")
+        return _final_fit(cfg, run, reporter, world, state)
     started = time.perf_counter()
     seed_everything(cfg.seed)
     data = load_data(cfg, reporter, world)
@@ -213,7 +240,7 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     with _stoppable(learn):
         run_plan(learn)
         finish_run(learn, time.perf_counter() - started)
-    return learn
+    return _final_fit(cfg, run, reporter, world) or learn
 
 
 def _check_same_data(run: RunFolder, data: DataBundle, cfg: TrainConfig) -> None:

@@ -57,11 +57,10 @@ class Reporter:
         if not getattr(self, "_header", False):
             self.console.print(f"{'stage':<10}{'epoch':>6}{'train_loss':>12}{'valid_loss':>12}{'accuracy':>10}{'f1_micro':>10}{'seconds':>9}", style="bold")
             self._header = True
-        self.console.print(
-            f"{row['stage']:<10}{row['epoch']:>6}{row['train_loss']:>12.4f}{row['valid_loss']:>12.4f}"
-            f"{row['accuracy']:>10.4f}{row['f1_micro']:>10.4f}{seconds:>9.1f}",
-            markup=False,
-        )
+        valid = (f"{row['valid_loss']:>12.4f}{row['accuracy']:>10.4f}{row['f1_micro']:>10.4f}" if "f1_micro" in row
+                 else f"{'-':>12}{'-':>10}{'-':>10}")  # a final fit on all the data is not validated
+        self.console.print(f"{row['stage']:<10}{row['epoch']:>6}{row['train_loss']:>12.4f}{valid}{seconds:>9.1f}",
+                           markup=False)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int) -> Iterator[Advance]:

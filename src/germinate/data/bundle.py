@@ -64,11 +64,14 @@ def load_folder(
     use_cache: bool = True,
     reporter: Reporter = SILENT,
     valid_px: int | None = None,
+    merge_valid: bool = False,
 ) -> DataBundle:
     """Scan, check and decode a labelled folder; split it (stratified, seeded) unless `valid_dir`.
 
     Training images are decoded at `px`, validation images at `valid_px` (default `px`): the
     model is evaluated at another size than it trains at, from a source of its own.
+    `merge_valid` (a final fit on all the data): the validation images join the training split
+    too; the validation split is still the same one.
     """
     valid_px = valid_px or px
     items = scan_labelled(train_dir)
@@ -90,6 +93,11 @@ def load_folder(
             vitems = vitems.subset(limit_per_class(vitems.labels, limit, seed))
         valid, bad = decode_split(vitems, valid_px, cache_dir, use_cache, reporter)
         skipped += bad
+    if merge_valid:
+        merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
+                           items.classes)
+        order = np.argsort([str(f) for f in merged.files], kind="stable")  # the folders' order, not the split's
+        train, _ = decode_split(merged.subset(order), px, cache_dir, use_cache, reporter)
     bundle = DataBundle(items.classes, train, valid, skipped)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
     return bundle

@@ -56,6 +56,12 @@ def _headline(cfg: dict, final: dict | None) -> str:
     out = (f'<p class="big">micro-F1 {t["f1_micro"]:.4f} with TTA, {p["f1_micro"]:.4f} without</p>'
            f'<p>on {t["n"]} validation images; TTA: {final["tta_views"]} views, {final["snapshots"]} model(s); '
            f'{final["seconds"] / 60:.1f} minutes in all.</p>')
+    if "final_fit" in final:
+        ff = final["final_fit"]
+        out += (f'<p><strong>Final fit:</strong> the exported model was trained again with the same plan on all '
+                f'{ff["train_images"]} labelled images (training and validation) in {ff["seconds"] / 60:.1f} minutes. '
+                f'The figures here are the first fit\'s, on validation images the exported model has since seen; '
+                f'the first fit\'s model is in <code>{html.escape(ff["first_fit_model"])}/</code>.</p>')
     pairs = t["most_confused"][:5]
     if pairs:
         out += "<p>Most confused (truth &rarr; predicted: count): " + "; ".join(

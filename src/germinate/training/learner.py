@@ -86,6 +86,9 @@ class Learner:
         self.lr_log: list[dict[str, Any]] = []
         self.lr_finds: dict[str, LRFindResult] = {}
         self.best_f1 = -1.0
+        # False for a final fit on all the data: its validation images are training images, so
+        # epochs are not validated (nor a best epoch kept).
+        self.validating = True
         self.frozen_groups = 0
         self.stop_requested = False
         self._epoch = _EpochStats()
@@ -252,7 +255,8 @@ class Learner:
             train, valid = self.world.shard_batches(n, bs), self.world.shard_batches(nv, bs)
             copies = [self._features_of(self.augmented(train, ("precompute", c)), len(train), n,
                                         f"precomputing features {c + 1}/{k}") for c in range(k)]
-            vfeats = self._features_of(self.plain("valid", valid), len(valid), nv, "precomputing validation features")
+            vfeats = (self._features_of(self.plain("valid", valid), len(valid), nv, "precomputing validation features")
+                      if self.validating else torch.empty(0))
             self._features = (torch.stack(copies), vfeats)
         return self._features
 
@@ -355,7 +359,7 @@ class Learner:
             self._average_statistics()
             seconds = time.perf_counter() - self._epoch.started
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
-                   **self._validate(self.uses_precompute(stage))}
+                   **(self._validate(self.uses_precompute(stage)) if self.validating else {})}
             self.history.append({**row, "seconds": seconds})
             self.pos.epoch, self.pos.batch = epoch + 1, 0
             self._epoch = _EpochStats()
@@ -376,7 +380,7 @@ class Learner:
         self.reporter.epoch_row(row, seconds)
         if self.run is None:
             return
-        if row["f1_micro"] > self.best_f1:
+        if "f1_micro" in row and row["f1_micro"] > self.best_f1:
             self.best_f1 = row["f1_micro"]
             save_weights(self.net, self.run.best, len(self.data.classes))
         if snapshot and self.cfg.snapshot_ensemble:
