@@ -10,6 +10,7 @@ evaluate, serve and export use). The first fit's model is kept in RUN/first-fit/
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from germinate.config import TrainConfig
@@ -66,10 +67,12 @@ def finish_final_fit(learn: Learner, run: RunFolder, seconds: float) -> None:
     from germinate.finish import model_info
 
     first = run / FIRST
-    if not (first / "model.safetensors").exists():  # a finish stopped half-way has copied it already
+    if not (first / "model.json").exists():  # a finish stopped half-way has copied it already
         first.mkdir(exist_ok=True)
-        for name in ("model.json", "model.safetensors"):
-            shutil.copy2(run / name, first / name)
+        for name in ("model.safetensors", "model.json"):  # model.json last: it marks the copy whole
+            tmp = first / f".{name}.tmp"
+            shutil.copy2(run / name, tmp)
+            os.replace(tmp, first / name)
     export_model(learn.net, run.path, model_info(learn))
     final = run.read_json("final.json")
     final["final_fit"] = {"train_images": len(learn.data.train), "seconds": seconds, "first_fit_model": FIRST,
