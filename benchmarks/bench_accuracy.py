@@ -36,6 +36,7 @@ SETTINGS = {
     "bn-reestimate": "--bn-reestimate",
     "head-0": "--freeze-epochs 0",
     "label-smoothing": "--label-smoothing 0.1",
+    "class-balanced": "--class-weights balanced",  # Black-grass, the class most missed, is 2.5x rarer than its twin
     "sizes-96-128-160": "--sizes 96,128,160",
     "size-160": "--size 160",
     "cycles-4": "--cycles 4",  # 0.1's 1+2+4+8 unfrozen epochs
@@ -48,6 +49,7 @@ SETTINGS = {
     "plain-e8": "--freeze-epochs 0 --schedule cosine --epochs 8 --lr 1e-3 --lr-ratio 1",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": "--lr 1e-3 --lr-ratio 1",
+    "best-plain-lrs": "--preset best --lr 1e-3 --lr-ratio 1",
 }
 
 

@@ -145,6 +145,9 @@ class TrainConfig:
     wd: float = setting(0.01, "weight decay", "float", "optimisation", bound=Bound(0, 1))
     momentum: float = setting(0.9, "SGD momentum, or AdamW's beta1", "float", "optimisation", bound=UNIT_OPEN)
     label_smoothing: float = setting(0.0, "label smoothing", "float", "optimisation", bound=UNIT_OPEN)
+    class_weights: str = setting("none", "weight the training loss per class: balanced (n / (classes x count), every "
+                                 "class counts equally), sqrt (its square root, milder) or none", "str",
+                                 "optimisation", choices=("none", "balanced", "sqrt"))
     # the learning rate: the head's peak; "auto" runs the LR range test before each stage
     lr: float | str = setting("auto", "the head's peak LR (earlier groups get lr/r, lr/r^2), or auto: the LR range "
                               "test before each stage", "lr", "recipe")

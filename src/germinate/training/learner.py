@@ -32,6 +32,7 @@ from germinate.models.network import Network
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
 from germinate.training.distributed import SINGLE, World
+from germinate.training.class_weights import class_weights
 from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
@@ -78,7 +79,10 @@ class Learner:
         # Compiled lazily at the first batch; it shares the parameters with self.net.
         self.model = torch.compile(self.net) if cfg.compile else self.net
         self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        weights = class_weights(data.train.labels, len(data.classes), cfg.class_weights)
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
+            label_smoothing=cfg.label_smoothing)
         self.opt = self._make_optimizer()
         self.plan: list[Stage] = []
         self.pos = Position()

@@ -1,0 +1,21 @@
+"""Per-class weights for the training loss (`--class-weights`): rare classes count for more.
+
+"balanced" is scikit-learn's n_samples / (n_classes * count): every class contributes equally to
+the loss. "sqrt" is its square root, halfway (in log terms) between that and no weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:
+    """Weights for classes 0..n_classes-1 from the training labels; None for "none". A class with
+    no training image gets weight 1 (it cannot appear in the loss anyway)."""
+    if mode == "none":
+        return None
+    present = np.unique(labels)
+    w = np.ones(n_classes)
+    w[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return np.sqrt(w) if mode == "sqrt" else w
