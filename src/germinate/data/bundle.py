@@ -78,11 +78,11 @@ def load_folder(
     skipped = list(items.skipped)
     if limit:
         items = items.subset(limit_per_class(items.labels, limit, seed))
-    train, bad = decode_split(items, px, cache_dir, use_cache, reporter)
+    everything, bad = decode_split(items, px, cache_dir, use_cache, reporter)
     skipped += bad
     if valid_dir is None:
-        train_idx, valid_idx = stratified_split(train.labels, valid_pct, seed)
-        train, valid = _take(train, train_idx), _take(train, valid_idx)
+        train_idx, valid_idx = stratified_split(everything.labels, valid_pct, seed)
+        train, valid = _take(everything, train_idx), _take(everything, valid_idx)
         if valid_px != px:
             valid, bad = decode_split(ImageList(valid.files, valid.labels, items.classes), valid_px, cache_dir, use_cache, reporter)
             skipped += bad  # only a file changed since it was first read
@@ -93,11 +93,13 @@ def load_folder(
             vitems = vitems.subset(limit_per_class(vitems.labels, limit, seed))
         valid, bad = decode_split(vitems, valid_px, cache_dir, use_cache, reporter)
         skipped += bad
+        train = everything
+        if merge_valid:  # the validation folder's images join the training ones, at the training size
+            merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
+                               items.classes)
+            everything, _ = decode_split(merged, px, cache_dir, use_cache, reporter)
     if merge_valid:
-        merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
-                           items.classes)
-        order = np.argsort([str(f) for f in merged.files], kind="stable")  # the folders' order, not the split's
-        train, _ = decode_split(merged.subset(order), px, cache_dir, use_cache, reporter)
+        train = everything  # every labelled image, already decoded at the training size
     bundle = DataBundle(items.classes, train, valid, skipped)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
     return bundle
