@@ -128,6 +128,13 @@ class TrainConfig:
     # measured to hurt on the seedlings; --max-lighting 0.2 turns it on
     max_lighting: float = setting(0.0, "largest brightness/contrast change, as a fraction", "float", "augmentation",
                                   bound=UNIT_OPEN)
+    # blends of two images; measured in the README (Accuracy)
+    mixup: float = setting(0.0, "mixup: each training batch blended with itself shifted by one image, labels alike; "
+                           "the alpha of the Beta(alpha, alpha) the share is drawn from (0.2-0.4 is usual); 0: off",
+                           "float", "augmentation", bound=Bound(0, 100))
+    cutmix: float = setting(0.0, "CutMix: a box of each training image replaced by the same box of the next, labels "
+                            "by area; the Beta alpha (1.0 is usual); 0: off; with --mixup, one of the two per batch",
+                            "float", "augmentation", bound=Bound(0, 100))
     augment: str = setting("auto", "where training views are made: batch (all at once on the training device), "
                            "image (one at a time by torchvision on the CPU); auto: batch on CUDA, image on CPU",
                            "str", "augmentation", choices=("auto", "batch", "image"))

@@ -33,6 +33,7 @@ from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
 from germinate.training.distributed import SINGLE, World
 from germinate.training.class_weights import class_weights
+from germinate.training.mixing import make_mixer
 from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
@@ -83,6 +84,8 @@ class Learner:
         self.loss_fn = nn.CrossEntropyLoss(
             weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
             label_smoothing=cfg.label_smoothing)
+        # Image batches only: the head stage's precomputed features are not mixed.
+        self.mixer = make_mixer(cfg.mixup, cfg.cutmix, len(data.classes))
         self.opt = self._make_optimizer()
         self.plan: list[Stage] = []
         self.pos = Position()
@@ -292,6 +295,8 @@ class Learner:
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
         """One optimizer step on this process's batch; returns its loss (this process's)."""
+        if self.mixer is not None and not precompute:
+            x, y = self.mixer(x, y)  # soft labels: the loss takes class probabilities
         with self._autocast():
             out = self._trainable(precompute)(x)
         loss = self.loss_fn(out.float(), y)
