@@ -33,6 +33,8 @@ DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-se
 SETTINGS = {
     "default": "",
     "best": "--preset best",
+    # best as it was before it took one LR of 1e-3: the range tests' differential LRs
+    "best-range-test": "--preset best --lr auto --lr-ratio 3",
     "bn-reestimate": "--bn-reestimate",
     "head-0": "--freeze-epochs 0",
     "label-smoothing": "--label-smoothing 0.1",
@@ -51,7 +53,6 @@ SETTINGS = {
     "plain-e8": "--freeze-epochs 0 --schedule cosine --epochs 8 --lr 1e-3 --lr-ratio 1",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": "--lr 1e-3 --lr-ratio 1",
-    "best-plain-lrs": "--preset best --lr 1e-3 --lr-ratio 1",
 }
 
 
