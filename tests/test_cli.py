@@ -190,7 +190,7 @@ BAD_VALUES = [
     (["--sizes", "96,128.5"], "--sizes: must be an integer in [16, 4096], got 128.5"),
     (["--sizes", "96,big"], "--sizes: expected comma-separated numbers"),
     (["--sizes", "128,96"], "--sizes takes two or more increasing sizes"),
-    (["--preset", "slow"], "--preset: Invalid --preset 'slow'; valid: fast, best"),
+    (["--preset", "slow"], "--preset: Invalid --preset 'slow'; valid: fast, best, plain"),
 ]
 
 

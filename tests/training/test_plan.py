@@ -13,6 +13,14 @@ def test_default_plan_is_the_course_recipe():
     assert (unfrozen.frozen_groups, unfrozen.n_epochs(), unfrozen.cycles, unfrozen.cycle_len, unfrozen.cycle_mult) == (0, 7, 3, 1, 2)
 
 
+def test_the_presets_plans_best_in_two_sizes_plain_one_cosine_at_one_lr():
+    best = plan_stages(TrainConfig.from_preset("best"))
+    assert [(s.name, s.n_epochs(), s.lrs) for s in best] == [
+        ("head", 4, (1e-3,) * 3), ("unfrozen-128", 7, (1e-3,) * 3), ("unfrozen-192", 8, (1e-3,) * 3)]
+    (plain,) = plan_stages(TrainConfig.from_preset("plain"))
+    assert (plain.frozen_groups, plain.schedule, plain.n_epochs(), plain.lrs) == (0, "cosine", 8, (1e-3,) * 3)
+
+
 def test_a_given_lr_is_the_heads_peak_and_earlier_groups_learn_slower():
     head, unfrozen = plan_stages(TrainConfig(lr=9e-3, lr_ratio=3))
     assert head.lrs == (9e-3,) * 3
