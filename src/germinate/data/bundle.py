@@ -82,7 +82,9 @@ def load_folder(
     skipped += bad
     if valid_dir is None:
         train_idx, valid_idx = stratified_split(everything.labels, valid_pct, seed)
-        train, valid = _take(everything, train_idx), _take(everything, valid_idx)
+        valid = _take(everything, valid_idx)
+        # a final fit trains on every labelled image, already decoded at the training size
+        train = everything if merge_valid else _take(everything, train_idx)
         if valid_px != px:
             valid, bad = decode_split(ImageList(valid.files, valid.labels, items.classes), valid_px, cache_dir, use_cache, reporter)
             skipped += bad  # only a file changed since it was first read
@@ -97,9 +99,7 @@ def load_folder(
         if merge_valid:  # the validation folder's images join the training ones, at the training size
             merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
                                items.classes)
-            everything, _ = decode_split(merged, px, cache_dir, use_cache, reporter)
-    if merge_valid:
-        train = everything  # every labelled image, already decoded at the training size
+            train, _ = decode_split(merged, px, cache_dir, use_cache, reporter)
     bundle = DataBundle(items.classes, train, valid, skipped)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
     return bundle

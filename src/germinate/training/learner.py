@@ -31,11 +31,11 @@ from germinate.models.export import load_state_checked, save_weights
 from germinate.models.network import Network
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
-from germinate.training.distributed import SINGLE, World
 from germinate.training.class_weights import class_weights
-from germinate.training.mixing import make_mixer
+from germinate.training.distributed import SINGLE, World
 from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
+from germinate.training.mixing import make_mixer
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
 from germinate.training.schedule import Schedule
 from germinate.ui import SILENT, Reporter
