@@ -45,8 +45,8 @@ def main() -> int:
                 continue
             run = Path(tmp) / name.split()[0]
             start = time.perf_counter()
-            code = germinate(["train", str(DATA / "train"), "--out", str(run), "--size", str(args.size),
-                              "--cycles", str(args.cycles), "--quiet", *extra])
+            code = germinate(["train", str(DATA / "train"), "--out", str(run), "--preset", "recipe",
+                              "--size", str(args.size), "--cycles", str(args.cycles), "--quiet", *extra])
             if code:
                 return code
             final = json.loads((run / "final.json").read_text())

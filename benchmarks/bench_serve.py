@@ -81,7 +81,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         train(TrainConfig(train_dir=str(DATA / "train"), limit_per_class=10, size=args.size, freeze_epochs=1,
-                          cycles=0, quiet=True), run)
+                          epochs=0, quiet=True), run)
         onnx = export_onnx(run, Path(tmp) / "model.onnx")
         print(f"efficientnet_lite0, test size {round(args.size * 1.25)} px, 8 TTA views, {args.requests} requests per row, "
               f"{os.cpu_count()} CPU cores")

@@ -95,7 +95,7 @@ def main() -> int:
     (unl / "zero.png").write_bytes(b"")
 
     rows: list[tuple[str, str, str]] = []
-    fast = ["--size", "32", "--freeze-epochs", "1", "--cycles", "1", "--lr", "1e-3", "--quiet"]
+    fast = ["--size", "32", "--freeze-epochs", "1", "--epochs", "1", "--lr", "1e-3", "--quiet"]
     code, msg = run(["train", str(lab), "--out", str(tmp / "run"), *fast])
     with open(tmp / "run" / "skipped.csv", newline="", encoding="utf-8") as f:
         skipped = {Path(r["path"]).name: r["reason"] for r in csv.DictReader(f)}

@@ -10,7 +10,7 @@ import pytest
 
 from germinate.cli import main
 
-TINY = ["--size", "32", "--bs", "8", "--freeze-epochs", "1", "--cycles", "1", "--precompute-augs", "1", "--quiet"]
+TINY = ["--preset", "recipe", "--size", "32", "--bs", "8", "--freeze-epochs", "1", "--cycles", "1", "--precompute-augs", "1", "--quiet"]
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -140,7 +140,7 @@ def test_lr_find_cli_writes_both_files_and_prints_a_number(tmp_path: Path, label
 def test_submission_for_the_real_test_folder(data_dir: Path, tmp_path: Path, capsys):
     run = tmp_path / "run"
     code, _, err = run_cli(["train", data_dir / "train", "--out", run, "--limit-per-class", "5", "--size", "32",
-                            "--bs", "8", "--freeze-epochs", "1", "--cycles", "0", "--precompute-augs", "1", "--quiet"], capsys)
+                            "--bs", "8", "--freeze-epochs", "1", "--epochs", "0", "--precompute-augs", "1", "--quiet"], capsys)
     assert code == 0, err
     sub = tmp_path / "submission.csv"
     code, _, err = run_cli(["predict", run, data_dir / "test", "--submission", sub, "--tta", "1"], capsys)
@@ -190,7 +190,8 @@ BAD_VALUES = [
     (["--sizes", "96,128.5"], "--sizes: must be an integer in [16, 4096], got 128.5"),
     (["--sizes", "96,big"], "--sizes: expected comma-separated numbers"),
     (["--sizes", "128,96"], "--sizes takes two or more increasing sizes"),
-    (["--preset", "slow"], "--preset: Invalid --preset 'slow'; valid: fast, best, plain"),
+    (["--preset", "slow"], "--preset: Invalid --preset 'slow'; valid: fast, recipe, best"),
+    (["--cycles", "4"], "--cycles applies to SGDR, and the fast preset's schedule is cosine: add --schedule sgdr"),
 ]
 
 
@@ -209,10 +210,10 @@ def test_predict_and_evaluate_refuse_a_negative_tta(tiny_run: Path, unlabelled: 
     assert_one_line_error(code, err, "--bs: must be an integer in [1, 4096]")
 
 
-def test_epochs_works_with_the_default_sgdr_schedule(tmp_path: Path, labelled: Path, capsys):
+def test_epochs_works_with_the_sgdr_schedule(tmp_path: Path, labelled: Path, capsys):
     run = tmp_path / "run"
     args = ["train", labelled, "--out", run, "--size", "32", "--bs", "8", "--freeze-epochs", "1", "--epochs", "3",
-            "--lr", "1e-3"]
+            "--schedule", "sgdr"]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     assert "stage unfrozen (whole network): 3 epoch(s), SGDR, 2 cycle(s) of 1, 2 epoch(s)" in err  # the plan, printed
@@ -270,7 +271,7 @@ def test_resume_refuses_flags_it_would_ignore(tmp_path: Path, capsys):
 
 
 def test_lr_find_prints_the_lr_that_auto_trains_with(tmp_path: Path, labelled: Path, capsys):
-    common = ["--size", "32", "--bs", "4", "--seed", "3", "--quiet"]
+    common = ["--preset", "recipe", "--size", "32", "--bs", "4", "--seed", "3", "--quiet"]  # range tests, lr/9
     code, out, err = run_cli(["lr-find", labelled, "--out", tmp_path / "lr", "--unfrozen", *common], capsys)
     assert code == 0, err
     printed = float(out.strip().splitlines()[-1])

@@ -1,6 +1,6 @@
 """The command line: parses arguments, calls the library, turns errors into one line.
 
-    germinate train TRAIN_DIR --out RUN_DIR        the recipe, end to end
+    germinate train TRAIN_DIR --out RUN_DIR        train, end to end (--preset recipe: the course recipe)
     germinate lr-find TRAIN_DIR --out DIR          the LR range test alone
     germinate predict RUN_DIR... IMAGES_DIR --submission FILE
     germinate evaluate RUN_DIR... LABELLED_DIR [--json FILE]
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"germinate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("train", help="train with the recipe and write a run folder")
+    p = sub.add_parser("train", help="train (the default: a plain fine-tuning loop; --preset recipe: the course recipe) and write a run folder")
     p.add_argument("train_dir", nargs="?", metavar="TRAIN_DIR", help="labelled folder: TRAIN_DIR/<class>/<image>")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to write")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run (--device, --workers may change)")
@@ -232,6 +232,10 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+# options of the SGDR schedule only; another schedule ignores them
+SGDR_FLAGS = {"cycles": "--cycles", "cycle_len": "--cycle-len", "cycle_mult": "--cycle-mult"}
+
+
 def _given(args: argparse.Namespace) -> dict:
     """The config settings given on the command line (everything not given is None)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -246,7 +250,15 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
         raise GerminateError("--valid and --valid-pct exclude each other: validate on a folder, or on a hold-out")
     if "train_dir" in given:
         given["train_dir"] = str(given["train_dir"])
-    return TrainConfig.from_preset(given.pop("preset", "fast"), **given)
+    cfg = TrainConfig.from_preset(given.pop("preset", "fast"), **given)
+    sgdr_only = [flag for name, flag in SGDR_FLAGS.items() if name in given]
+    # --cycles with the preset's cosine would be ignored: the run would not be the one asked for
+    if sgdr_only and "schedule" not in given and cfg.schedule != "sgdr":
+        from germinate.errors import GerminateError
+
+        raise GerminateError(f"{sgdr_only[0]} applies to SGDR, and the {cfg.preset} preset's schedule is "
+                             f"{cfg.schedule}: add --schedule sgdr (or --preset recipe, the course recipe)")
+    return cfg
 
 
 def _reporter(args: argparse.Namespace):

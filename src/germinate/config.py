@@ -82,12 +82,15 @@ PIXELS = Bound(16, 4096, integer=True)
 # is the longer stage and larger images that each measured better, at one LR of 1e-3 for every
 # layer (no range tests): 0.962 with TTA over split seeds 1-3, against 0.955 with the range
 # tests' LRs and 0.940 for "fast", at 2.5-3 times fast's time.
+# The defaults are "fast": a plain fine-tuning loop (no head stage, no range test, one LR of 1e-3,
+# one cosine over 8 epochs), which beat the course recipe with TTA on each of split seeds 1-9.
+_COURSE = {"freeze_epochs": 4, "schedule": "sgdr"}  # head first, then SGDR restarts
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
-    "best": {"sizes": [128, 192], "cycles": 4, "lr": 1e-3, "lr_ratio": 1.0},
-    # a plain fine-tuning loop: no head stage, no range test, one LR, one cosine; it beat "fast"
-    # with TTA on each of split seeds 1-6 (+1.4 and +0.7 points over seeds 1-3 and 4-6)
-    "plain": {"freeze_epochs": 0, "schedule": "cosine", "epochs": 8, "lr": 1e-3, "lr_ratio": 1.0},
+    # the course recipe: head stage, range tests, SGDR, differential LRs (the default before the plain loop)
+    "recipe": {**_COURSE, "lr": "auto", "lr_ratio": 3.0},
+    # the recipe's stages, longer and larger, at one LR of 1e-3 (measured better than the range tests' LRs)
+    "best": {**_COURSE, "sizes": [128, 192], "cycles": 4},
 }
 
 
@@ -95,10 +98,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """A training run, resolved: saved as config.json so the run can be repeated or resumed."""
 
-    preset: str = setting("fast", "a named set of defaults: fast (measured: a quarter of an hour on a 2-core CPU), "
-                          "best (longer, larger, one LR of 1e-3: measured 2.5-3 times as long for 2 points more) or plain "
-                          "(a plain loop: no head stage or range test, one LR and one cosine; about as quick as fast, +0.7-1.4 points); "
-                          "options given with it override it", "str", "recipe", choices=tuple(PRESETS))
+    preset: str = setting("fast", "a named set of defaults: fast (a plain fine-tuning loop, one LR and one cosine; "
+                          "measured: 10 minutes on a 2-core CPU), recipe (the course recipe: head stage, LR range "
+                          "tests, SGDR, differential LRs; as quick, measured 1 point lower) or best (the recipe's "
+                          "stages, longer and at 128 then 192 px: 3-4 times as long for 1.5 points more); options "
+                          "given with it override it", "str", "recipe", choices=tuple(PRESETS))
     # data
     train_dir: str = setting("", "labelled folder: TRAIN_DIR/<class>/<image>", "str", "data", cli=False)
     valid_dir: str | None = setting(None, "a labelled folder to validate on instead of a hold-out", "str", "data",
@@ -161,20 +165,21 @@ class TrainConfig:
                                  "class counts equally), sqrt (its square root, milder) or none", "str",
                                  "optimisation", choices=("none", "balanced", "sqrt"))
     # the learning rate: the head's peak; "auto" runs the LR range test before each stage
-    lr: float | str = setting("auto", "the head's peak LR (earlier groups get lr/r, lr/r^2), or auto: the LR range "
+    lr: float | str = setting(1e-3, "the head's peak LR (earlier groups get lr/r, lr/r^2), or auto: the LR range "
                               "test before each stage", "lr", "recipe")
     lrs: list[float] | None = setting(None, "peak LRs of the unfrozen stage per group: early,late,head", "floats",
                                       "recipe", metavar="A,B,C")
-    lr_ratio: float = setting(3.0, "differential LRs: [lr/r^2, lr/r, lr]", "float", "recipe", bound=Bound(1, 1000),
+    lr_ratio: float = setting(1.0, "differential LRs: [lr/r^2, lr/r, lr]", "float", "recipe", bound=Bound(1, 1000),
                               metavar="R")
     suggest: str = setting("valley", "range-test rule", "str", "recipe", choices=SUGGESTIONS)
     # stages: the head alone (body frozen), then the whole network
-    freeze_epochs: int = setting(4, "head-only epochs (one-epoch SGDR cycles); 0 skips the stage", "int", "recipe",
+    freeze_epochs: int = setting(0, "head-only epochs before the whole network trains (with SGDR, "
+                                 "one-epoch cycles); 0 skips the stage", "int", "recipe",
                                  bound=INT0, flags=("--freeze-epochs", "--head-cycles"), metavar="N")
-    schedule: str = setting("sgdr", "LR schedule", "str", "recipe", choices=SCHEDULES)
+    schedule: str = setting("cosine", "LR schedule", "str", "recipe", choices=SCHEDULES)
     epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
                                  "int", "recipe", bound=INT0, metavar="N",
-                                 default_text="SGDR: from the cycles; others: 7")
+                                 default_text="SGDR: from the cycles; others: 8")
     cycles: int = setting(3, "SGDR cycles in the unfrozen stage; 0 skips the stage", "int", "recipe", bound=INT0)
     cycle_len: int = setting(1, "epochs in the first SGDR cycle", "int", "recipe", bound=INT1)
     cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
@@ -244,7 +249,7 @@ class TrainConfig:
             return self.epochs
         if self.schedule == "sgdr":
             return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
-        return 7
+        return 8
 
     def unfrozen_parts(self) -> int:
         """How many sizes the unfrozen stage can be split into: its SGDR cycles (--cycles, or as
@@ -279,10 +284,12 @@ class TrainConfig:
         default = TrainConfig.from_preset(self.preset)
         if self.preset != "fast":  # the other fields are compared with the preset's
             args += ["--preset", self.preset]
+        emitted = set()
         for f in cli_fields():
             value = getattr(self, f.name)
             if value == getattr(default, f.name):
                 continue
+            emitted.add(f.name)
             flag = flag_of(f)
             if f.metadata["kind"] == "bool":
                 args.append(flag if value else "--no-" + flag[2:])
@@ -290,6 +297,8 @@ class TrainConfig:
                 args += [flag, ",".join(f"{x:g}" for x in value)]
             else:
                 args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        if emitted & {"cycles", "cycle_len", "cycle_mult"} and "schedule" not in emitted and self.schedule != "sgdr":
+            args += ["--schedule", self.schedule]  # SGDR's options are refused with the preset's other schedule
         if self.quiet:
             args.append("--quiet")
         return " ".join(shlex.quote(a) for a in args)

@@ -1,9 +1,11 @@
-"""The course's recipe, from a folder of images to a finished run folder.
+"""A whole run, from a folder of images to a finished run folder: the stages the config plans.
 
+The default (preset fast) is one stage: the whole network, one cosine at one LR. The course's
+recipe (preset recipe) is two:
 1. LR range test with the body frozen; train the head (SGDR, one-epoch cycles) at the suggestion,
    on precomputed body features by default.
 2. Unfreeze; LR range test again; SGDR with cycle_mult 2 at differential LRs [lr/9, lr/3, lr].
-3. Export the model, evaluate it with TTA, draw the plots and write the report.
+Then export the model, evaluate it with TTA, draw the plots and write the report.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def test_the_upload_page_in_headless_chromium_shows_the_predicted_species(data_d
     from germinate import TrainConfig, train
 
     base = tmp_path_factory.mktemp("page")
-    cfg = TrainConfig(train_dir=str(data_dir / "train"), limit_per_class=5, size=32, bs=8, freeze_epochs=1, cycles=0,
+    cfg = TrainConfig(train_dir=str(data_dir / "train"), limit_per_class=5, size=32, bs=8, freeze_epochs=1, epochs=0,
                       quiet=True)
     train(cfg, base / "run")
     image = sorted((data_dir / "train" / "Maize").glob("*.png"))[0]

@@ -22,7 +22,7 @@ from tests.conftest import PROB_ATOL, make_labelled
 # 15 per class: 3 per class held out, 9 validation images, an odd number: 5 and 4 per process.
 # The head's LR from a (sharded) range test; the unfrozen stage's given, which runs the same code at
 # several times the cost.
-SETTINGS = ["--size", "32", "--bs", "4", "--freeze-epochs", "1", "--cycles", "2", "--cycle-len", "1",
+SETTINGS = ["--preset", "recipe", "--size", "32", "--bs", "4", "--freeze-epochs", "1", "--cycles", "2", "--cycle-len", "1",
             "--cycle-mult", "3", "--precompute-augs", "1", "--seed", "3", "--tta", "1", "--lrs", "1e-4,3e-4,1e-3"]
 
 

@@ -23,8 +23,8 @@ PER_CLASS, CLASSES = 16, 3
 def _cfg(train_dir: Path) -> TrainConfig:
     # the head's LR from the range test (the final fit must reuse it; the unfrozen stage's would run
     # the same code at more cost), both stages
-    return TrainConfig(train_dir=str(train_dir), size=32, bs=8, freeze_epochs=1, cycles=1,
-                       lrs=[1e-4, 3e-4, 1e-3], seed=5, quiet=True, final_fit_all=True)
+    return TrainConfig.from_preset("recipe", train_dir=str(train_dir), size=32, bs=8, freeze_epochs=1, cycles=1,
+                                   lrs=[1e-4, 3e-4, 1e-3], seed=5, quiet=True, final_fit_all=True)
 
 
 @pytest.fixture(scope="module")

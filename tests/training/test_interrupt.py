@@ -16,8 +16,8 @@ from tests.conftest import make_labelled
 def test_sigterm_checkpoints_and_the_run_resumes(tmp_path: Path):
     train_dir = make_labelled(tmp_path / "train", per_class=16)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "germinate", "train", str(train_dir), "--out", str(run), "--size", "32", "--bs", "4",
-           "--freeze-epochs", "1", "--cycles", "2", "--cycle-mult", "2", "--precompute-augs", "1", "--lr", "1e-3", "--quiet"]
+    cmd = [sys.executable, "-m", "germinate", "train", str(train_dir), "--out", str(run), "--preset", "recipe", "--size", "32",
+           "--bs", "4", "--freeze-epochs", "1", "--cycles", "2", "--cycle-mult", "2", "--precompute-augs", "1", "--lr", "1e-3", "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
@@ -93,8 +93,8 @@ def _cfg(train_dir: Path) -> TrainConfig:
     # precompute on (the default), both stages, a restart in the unfrozen stage; the head's LR from
     # the range test (the unfrozen stage's would run the same code, at twice the test's time);
     # --bn-reestimate, so that every phase the recipe can have is stopped in
-    return TrainConfig(train_dir=str(train_dir), size=32, bs=4, freeze_epochs=1, cycles=2, cycle_mult=1,
-                       lrs=[1e-4, 3e-4, 1e-3], seed=11, quiet=True, bn_reestimate=True)
+    return TrainConfig.from_preset("recipe", train_dir=str(train_dir), size=32, bs=4, freeze_epochs=1, cycles=2,
+                                   cycle_mult=1, lrs=[1e-4, 3e-4, 1e-3], seed=11, quiet=True, bn_reestimate=True)
 
 
 @pytest.fixture(scope="module")

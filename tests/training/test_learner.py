@@ -18,7 +18,7 @@ from tests.conftest import PROB_ATOL
 def tiny_cfg(train_dir, **kw) -> TrainConfig:
     base = dict(train_dir=str(train_dir), size=32, bs=8, freeze_epochs=1, cycles=2, cycle_len=1, cycle_mult=1,
                 precompute_augs=1, quiet=True, seed=5, lr=3e-3)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_preset("recipe", **{**base, **kw})
 
 
 def _train_loss(learn: Learner) -> float:

@@ -7,38 +7,48 @@ from germinate.training.plan import Stage, fit_cycles, lr_for_suggestion, plan_s
 from germinate.training.schedule import sgdr_cycle_lengths
 
 
-def test_default_plan_is_the_course_recipe():
-    head, unfrozen = plan_stages(TrainConfig())
+def recipe(**kw) -> TrainConfig:
+    """The course recipe (head stage, SGDR, range tests), which these tests of its plan assume."""
+    return TrainConfig.from_preset("recipe", **kw)
+
+
+def test_the_default_plan_is_one_cosine_over_the_whole_network_at_one_lr():
+    (unfrozen,) = plan_stages(TrainConfig())
+    assert (unfrozen.name, unfrozen.frozen_groups, unfrozen.schedule, unfrozen.n_epochs(), unfrozen.lrs) == (
+        "unfrozen", 0, "cosine", 8, (1e-3,) * 3)
+
+
+def test_the_recipe_preset_is_the_course_recipe():
+    head, unfrozen = plan_stages(TrainConfig.from_preset("recipe"))
     assert (head.name, head.frozen_groups, head.n_epochs(), head.cycles, head.precompute, head.lrs) == ("head", 2, 4, 4, True, None)
-    assert (unfrozen.frozen_groups, unfrozen.n_epochs(), unfrozen.cycles, unfrozen.cycle_len, unfrozen.cycle_mult) == (0, 7, 3, 1, 2)
+    assert (unfrozen.frozen_groups, unfrozen.n_epochs(), unfrozen.cycles, unfrozen.cycle_len, unfrozen.cycle_mult,
+            unfrozen.lrs) == (0, 7, 3, 1, 2, None)  # None: the range test's LRs, then lr/9, lr/3, lr
 
 
-def test_the_presets_plans_best_in_two_sizes_plain_one_cosine_at_one_lr():
+def test_the_best_preset_plans_the_recipes_stages_in_two_sizes_at_one_lr():
     best = plan_stages(TrainConfig.from_preset("best"))
-    assert [(s.name, s.n_epochs(), s.lrs) for s in best] == [
-        ("head", 4, (1e-3,) * 3), ("unfrozen-128", 7, (1e-3,) * 3), ("unfrozen-192", 8, (1e-3,) * 3)]
-    (plain,) = plan_stages(TrainConfig.from_preset("plain"))
-    assert (plain.frozen_groups, plain.schedule, plain.n_epochs(), plain.lrs) == (0, "cosine", 8, (1e-3,) * 3)
+    assert [(s.name, s.schedule, s.n_epochs(), s.lrs) for s in best] == [
+        ("head", "sgdr", 4, (1e-3,) * 3), ("unfrozen-128", "sgdr", 7, (1e-3,) * 3), ("unfrozen-192", "sgdr", 8, (1e-3,) * 3)]
 
 
 def test_a_given_lr_is_the_heads_peak_and_earlier_groups_learn_slower():
-    head, unfrozen = plan_stages(TrainConfig(lr=9e-3, lr_ratio=3))
+    head, unfrozen = plan_stages(recipe(lr=9e-3, lr_ratio=3))
     assert head.lrs == (9e-3,) * 3
     assert unfrozen.lrs == pytest.approx((1e-3, 3e-3, 9e-3))
-    assert plan_stages(TrainConfig(lrs=[1e-5, 2e-5, 3e-5]))[1].lrs == (1e-5, 2e-5, 3e-5)
+    assert plan_stages(recipe(lrs=[1e-5, 2e-5, 3e-5]))[1].lrs == (1e-5, 2e-5, 3e-5)
 
 
 def test_stages_of_zero_epochs_are_left_out():
-    assert [s.name for s in plan_stages(TrainConfig(freeze_epochs=0))] == ["unfrozen"]
-    assert [s.name for s in plan_stages(TrainConfig(cycles=0))] == ["head"]
-    assert [s.name for s in plan_stages(TrainConfig(epochs=0))] == ["head"]
+    assert [s.name for s in plan_stages(recipe(freeze_epochs=0))] == ["unfrozen"]
+    assert [s.name for s in plan_stages(recipe(cycles=0))] == ["head"]
+    assert [s.name for s in plan_stages(recipe(epochs=0))] == ["head"]
 
 
 @pytest.mark.parametrize("epochs,cycles,lengths", [
     (15, 4, [1, 2, 4, 8]), (3, 2, [1, 2]), (1, 1, [1]), (30, 4, [2, 4, 8, 16]), (10, 3, [10 / 7, 20 / 7, 40 / 7]),
 ])
 def test_epochs_are_filled_with_sgdr_cycles(epochs, cycles, lengths):
-    stage = plan_stages(TrainConfig(epochs=epochs, cycles=4))[1]
+    stage = plan_stages(recipe(epochs=epochs, cycles=4))[1]
     assert stage.n_epochs() == epochs and stage.cycles == cycles
     assert sgdr_cycle_lengths(stage.cycles, stage.cycle_len, stage.cycle_mult) == pytest.approx(lengths)
     sched = stage.make_schedule(10)
@@ -92,17 +102,17 @@ def test_split_cycles_keeps_every_cycle_and_the_total_in_whole_epochs(cycles, le
 
 
 def test_sizes_give_one_unfrozen_stage_per_size_the_head_at_the_first():
-    head, *stages = plan_stages(TrainConfig(sizes=[96, 128, 160], cycles=4))
+    head, *stages = plan_stages(recipe(sizes=[96, 128, 160], cycles=4))
     assert head.size == 96 and head.head_only
     assert [(s.name, s.size, s.n_epochs(), s.cycles, s.lrs) for s in stages] == [
         ("unfrozen-96", 96, 3, 2, None), ("unfrozen-128", 128, 4, 1, None), ("unfrozen-160", 160, 8, 1, None)]
-    cfg = TrainConfig(sizes=[96, 128, 160], cycles=4, size=64)
+    cfg = recipe(sizes=[96, 128, 160], cycles=4, size=64)
     assert (cfg.final_size, cfg.eval_size, cfg.cache_px) == (160, 200, 200)  # --size is replaced
     # other schedules: the epochs shared out, later sizes getting the spare ones
-    stages = plan_stages(TrainConfig(sizes=[64, 96], schedule="cosine", epochs=5))[1:]
+    stages = plan_stages(recipe(sizes=[64, 96], schedule="cosine", epochs=5))[1:]
     assert [(s.size, s.n_epochs(), s.schedule) for s in stages] == [(64, 2, "cosine"), (96, 3, "cosine")]
     # a given LR applies to every size's stage
-    for stage in plan_stages(TrainConfig(sizes=[64, 96], lr=9e-3))[1:]:
+    for stage in plan_stages(recipe(sizes=[64, 96], lr=9e-3))[1:]:
         assert stage.lrs == pytest.approx((1e-3, 3e-3, 9e-3))
 
 
@@ -110,4 +120,4 @@ def test_sizes_give_one_unfrozen_stage_per_size_the_head_at_the_first():
                                       ([64, 96, 128, 160], {"epochs": 3}), ([64, 96], {"schedule": "cosine", "epochs": 1})])
 def test_impossible_sizes_are_refused_in_one_line(sizes, kw):
     with pytest.raises(GerminateError, match="--sizes takes two or more increasing sizes"):
-        TrainConfig(sizes=sizes, **kw).validate()
+        recipe(sizes=sizes, **kw).validate()
