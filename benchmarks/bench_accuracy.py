@@ -57,6 +57,7 @@ SETTINGS = {
     "plain-e8": "--freeze-epochs 0 --schedule cosine --epochs 8 --lr 1e-3 --lr-ratio 1",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": f"{RECIPE} --lr 1e-3 --lr-ratio 1",
+    "default-ls": "--label-smoothing 0.1",  # label smoothing on the plain loop
 }
 
 
