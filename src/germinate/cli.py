@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from germinate._version import __version__
-from germinate.config import TrainConfig, cli_fields, flag_of
+from germinate.config import SGDR_ONLY, TrainConfig, cli_fields, flag_of
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -232,10 +232,6 @@ def _inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-# options of the SGDR schedule only; another schedule ignores them
-SGDR_FLAGS = {"cycles": "--cycles", "cycle_len": "--cycle-len", "cycle_mult": "--cycle-mult"}
-
-
 def _given(args: argparse.Namespace) -> dict:
     """The config settings given on the command line (everything not given is None)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -251,7 +247,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
     if "train_dir" in given:
         given["train_dir"] = str(given["train_dir"])
     cfg = TrainConfig.from_preset(given.pop("preset", "fast"), **given)
-    sgdr_only = [flag for name, flag in SGDR_FLAGS.items() if name in given]
+    sgdr_only = [flag_of(f) for f in cli_fields() if f.name in SGDR_ONLY and f.name in given]
     # --cycles with the preset's cosine would be ignored: the run would not be the one asked for
     if sgdr_only and "schedule" not in given and cfg.schedule != "sgdr":
         from germinate.errors import GerminateError

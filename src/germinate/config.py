@@ -75,15 +75,17 @@ def setting(default: Any, help: str, kind: str, group: str, *, bound: Bound | No
 INT0, INT1 = Bound(0, integer=True), Bound(1, integer=True)
 UNIT_OPEN = Bound(0, 1, hi_open=True)  # [0, 1)
 PIXELS = Bound(16, 4096, integer=True)
+# settings of the SGDR schedule only: another schedule ignores them
+SGDR_ONLY = ("cycles", "cycle_len", "cycle_mult")
 
 
-# Named sets of defaults (`--preset`); settings given with a preset override it. "fast" is the
-# plain defaults, measured over three split seeds (README, Accuracy; bench_accuracy.py); "best"
-# is the longer stage and larger images that each measured better, at one LR of 1e-3 for every
-# layer (no range tests): 0.962 with TTA over split seeds 1-3, against 0.955 with the range
-# tests' LRs and 0.940 for "fast", at 2.5-3 times fast's time.
-# The defaults are "fast": a plain fine-tuning loop (no head stage, no range test, one LR of 1e-3,
-# one cosine over 8 epochs), which beat the course recipe with TTA on each of split seeds 1-9.
+# Named sets of defaults (`--preset`); settings given with a preset override it, each measured
+# over three split seeds or more (README, Results and Accuracy; bench_accuracy.py). "fast" is the
+# plain defaults: a plain fine-tuning loop (no head stage, no range test, one LR of 1e-3, one
+# cosine over 8 epochs), which beat the course recipe with TTA on each of split seeds 1-9. "best"
+# is the recipe's stages, longer and larger, at one LR of 1e-3 for every layer (no range tests):
+# 0.962 with TTA over split seeds 1-3, against 0.955 with the range tests' LRs, 0.949 for "fast"
+# and 0.940 for "recipe", at 3-4 times fast's time.
 _COURSE = {"freeze_epochs": 4, "schedule": "sgdr"}  # head first, then SGDR restarts
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
@@ -101,7 +103,7 @@ class TrainConfig:
     preset: str = setting("fast", "a named set of defaults: fast (a plain fine-tuning loop, one LR and one cosine; "
                           "measured: 10 minutes on a 2-core CPU), recipe (the course recipe: head stage, LR range "
                           "tests, SGDR, differential LRs; as quick, measured 1 point lower) or best (the recipe's "
-                          "stages, longer and at 128 then 192 px: 3-4 times as long for 1.5 points more); options "
+                          "stages, longer and at 128 then 192 px: 3-4 times as long for 1.3 points more); options "
                           "given with it override it", "str", "recipe", choices=tuple(PRESETS))
     # data
     train_dir: str = setting("", "labelled folder: TRAIN_DIR/<class>/<image>", "str", "data", cli=False)
@@ -297,7 +299,7 @@ class TrainConfig:
                 args += [flag, ",".join(f"{x:g}" for x in value)]
             else:
                 args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-        if emitted & {"cycles", "cycle_len", "cycle_mult"} and "schedule" not in emitted and self.schedule != "sgdr":
+        if emitted & set(SGDR_ONLY) and "schedule" not in emitted and self.schedule != "sgdr":
             args += ["--schedule", self.schedule]  # SGDR's options are refused with the preset's other schedule
         if self.quiet:
             args.append("--quiet")

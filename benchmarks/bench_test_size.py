@@ -1,0 +1,73 @@
+"""Validation micro-F1 of finished runs evaluated at other test sizes, plain and with TTA.
+
+A run is validated and used at --test-size (default 1.25 x its training size). This evaluates
+each run's own validation images (from its split.csv) again at each size given, from a source
+1.2 x that size, as the run's own evaluation does, and prints one row per size: the mean over
+the runs and each run's figure (at the run's own test size, its final.json). No training: about
+a minute per run and size on a 2-core CPU. Tune the size on one group of
+seeds and read the choice on another.
+
+    python benchmarks/bench_test_size.py runs/bench-accuracy/plain-e8-seed{4,5,6} --sizes 144,160,176,192
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-seedlings"))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="finished run folders (trained on the shared data's train folder)")
+    p.add_argument("--sizes", default="144,160,176,192", help="test sizes in pixels, comma-separated")
+    args = p.parse_args()
+    from germinate.config import EVAL_SOURCE_FACTOR
+    from germinate.data.cache import decode_images
+    from germinate.evaluate.predict import predict_views, tta_views
+    from germinate.models.export import load_model
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    scores: dict[int, list[tuple[float, float]]] = {px: [] for px in sizes}
+    for run in map(Path, args.runs):
+        nets, info = load_model(run, snapshots=True)
+        with open(run / "split.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["split"] == "valid"]
+        files = [DATA / "train" / r["file"] for r in rows]
+        labels = np.array([info.classes.index(r["class"]) for r in rows])
+        final = json.loads((run / "final.json").read_text())
+        for px in sizes:
+            if px == info.eval_size:  # the run's own evaluation, on the same images (the same figures)
+                scores[px].append((final["plain"]["f1_micro"], final["tta"]["f1_micro"]))
+                continue
+            at = dataclasses.replace(info, test_size=px, source_px=round(px * EVAL_SOURCE_FACTOR))
+            decoded = decode_images(files, at.source_px)
+            if len(decoded.ok) != len(files):
+                raise SystemExit(f"{run}: {len(files) - len(decoded.ok)} validation images unreadable")
+            probs = predict_views(nets, decoded.source, at, tta_views(at.flip, None))
+            plain, tta = (float((probs[0].argmax(1) == labels).mean()),
+                          float((probs.mean(0).argmax(1) == labels).mean()))
+            scores[px].append((plain, tta))
+            print(f"{run.name} at {px} px: {plain:.4f} / {tta:.4f} with TTA", file=sys.stderr, flush=True)
+    print(f"runs: {', '.join(Path(r).name for r in args.runs)}")
+    print("| test size | micro-F1 | with TTA | per run, with TTA |")
+    print("| --- | --- | --- | --- |")
+    for px in sizes:
+        plain, tta = zip(*scores[px])
+        print(f"| {px} px | {statistics.mean(plain):.3f} | {statistics.mean(tta):.3f} | "
+              f"{', '.join(f'{t:.3f}' for t in tta)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
