@@ -58,6 +58,7 @@ SETTINGS = {
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": f"{RECIPE} --lr 1e-3 --lr-ratio 1",
     "default-ls": "--label-smoothing 0.1",  # label smoothing on the plain loop
+    "default-lr2": "--lr 2e-3",  # the plain loop at twice its LR
 }
 
 

@@ -51,8 +51,8 @@ def main() -> int:
 
             yield advance
 
-    cfg = TrainConfig.from_preset("recipe", train_dir=str(DATA / "train"), limit_per_class=args.limit_per_class, size=args.size,
-                      freeze_epochs=1, cycles=2, cycle_mult=1, quiet=True)
+    cfg = TrainConfig.from_preset("recipe", train_dir=str(DATA / "train"), limit_per_class=args.limit_per_class,
+                                  size=args.size, freeze_epochs=1, cycles=2, cycle_mult=1, quiet=True)
     with tempfile.TemporaryDirectory() as tmp:
         whole = Path(tmp) / "whole"
         train(cfg, whole)

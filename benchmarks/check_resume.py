@@ -27,7 +27,7 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = [sys.executable, "-m", "germinate", "train", str(DATA / "train"), "--limit-per-class", args.limit_per_class,
-                "--size", args.size, "--cycles", "3", "--quiet"]
+                "--size", args.size, "--preset", "recipe", "--cycles", "3", "--quiet"]
         whole, cut = Path(tmp) / "whole", Path(tmp) / "cut"
         subprocess.run(base + ["--out", str(whole)], check=True)
         proc = subprocess.Popen(base + ["--out", str(cut)], stderr=subprocess.PIPE, text=True)
