@@ -34,6 +34,7 @@ def main() -> int:
     args = p.parse_args()
     from germinate.config import EVAL_SOURCE_FACTOR
     from germinate.data.cache import decode_images
+    from germinate.evaluate import metrics as M
     from germinate.evaluate.predict import predict_views, tta_views
     from germinate.models.export import load_model
 
@@ -55,8 +56,9 @@ def main() -> int:
             if len(decoded.ok) != len(files):
                 raise SystemExit(f"{run}: {len(files) - len(decoded.ok)} validation images unreadable")
             probs = predict_views(nets, decoded.source, at, tta_views(at.flip, None))
-            plain, tta = (float((probs[0].argmax(1) == labels).mean()),
-                          float((probs.mean(0).argmax(1) == labels).mean()))
+            n = len(info.classes)  # the score the runs report (final.json), from the same function
+            plain, tta = (M.summary(labels, probs[0].argmax(1), n)["f1_micro"],
+                          M.summary(labels, probs.mean(0).argmax(1), n)["f1_micro"])
             scores[px].append((plain, tta))
             print(f"{run.name} at {px} px: {plain:.4f} / {tta:.4f} with TTA", file=sys.stderr, flush=True)
     print(f"runs: {', '.join(Path(r).name for r in args.runs)}")
