@@ -111,6 +111,13 @@ class TrainConfig:
                                     flags=("--valid",), metavar="DIR")
     valid_pct: float = setting(0.2, "fraction of each class held out for validation", "float", "data",
                                bound=Bound(0, 1, lo_open=True, hi_open=True))
+    folds: int = setting(1, "K-fold: K runs, each validating on its own stratified K-th of the images (instead of "
+                         "--valid-pct), so every image is validated once; out-of-fold micro-F1 reported, and the K "
+                         "models, in RUN/fold-1..K, are used together (probabilities averaged); 1: off", "int", "data",
+                         bound=Bound(1, 100, integer=True), metavar="K")
+    fold: int = setting(0, "with --folds K, run fold I alone (1..K), a run of its own: a way to spread the folds over "
+                        "machines; 0: every fold, one after another", "int", "data", bound=INT0, metavar="I",
+                        default_text="0: all")
     limit_per_class: int | None = setting(None, "use at most K images per class (quick runs)", "int", "data",
                                           bound=INT1, metavar="K", default_text="all")
     size: int = setting(128, "training image size in pixels", "int", "data", bound=PIXELS, metavar="PX")
@@ -321,6 +328,12 @@ class TrainConfig:
              f"--sizes takes two or more increasing sizes, at most one per SGDR cycle (or, with other schedules, "
              f"per epoch) of the unfrozen stage ({self.unfrozen_parts()} here), got "
              f"{','.join(str(x) for x in self.sizes or [])}"),
+            (self.fold <= self.folds and (self.folds > 1 or self.fold == 0),
+             f"--fold {self.fold} needs --folds K with K >= {max(self.fold, 2)}"),
+            (self.folds == 1 or not self.valid_dir, "--folds splits the labelled folder itself; it cannot be combined "
+                                                    "with --valid"),
+            (self.folds == 1 or not self.final_fit_all, "--folds and --final-fit-all cannot be combined: the K fold "
+                                                        "models already use every image; pick one"),
             (not (self.final_fit_all and self.snapshot_ensemble),
              "--final-fit-all and --snapshot-ensemble cannot be combined: the snapshots would be the first fit's"),
         ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from germinate.data.augment import eval_transform
+from germinate.data.manifest import relative_path
 from germinate.evaluate import metrics as M
 from germinate.evaluate import plots
 from germinate.evaluate.predict import predict_views, tta_views
@@ -32,6 +34,20 @@ def write_per_class(run, report: dict) -> None:
     """per_class.csv: precision, recall, F1 and support of each class."""
     rows = [{"class": c, **{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in m.items()}} for c, m in report["per_class"].items()]
     run.write_csv("per_class.csv", rows, ["class", "precision", "recall", "f1", "support"])
+
+
+def write_valid_probs(learn: Learner, plain: np.ndarray, tta: np.ndarray) -> None:
+    """valid_probs.csv: each validation image (path as in split.csv), its class and the model's
+    probabilities with TTA (`tta:<class>`) and without (`plain:<class>`): what a K-fold run
+    assembles its out-of-fold figures from, and what an analysis of the mistakes starts from."""
+    classes, valid = learn.data.classes, learn.data.valid
+    root = Path(learn.cfg.valid_dir or learn.cfg.train_dir).absolute()
+    rows = [{"file": relative_path(Path(f).absolute(), root), "class": classes[int(y)],
+             **{f"tta:{c}": f"{p:.6f}" for c, p in zip(classes, t)},
+             **{f"plain:{c}": f"{p:.6f}" for c, p in zip(classes, q)}}
+            for f, y, t, q in zip(valid.files, valid.labels, tta, plain)]
+    learn.run.write_csv("valid_probs.csv", rows, ["file", "class", *(f"tta:{c}" for c in classes),
+                                                  *(f"plain:{c}" for c in classes)])
 
 
 def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:
@@ -90,7 +106,8 @@ def finish_run(learn: Learner, seconds: float) -> dict:
     plain, tta = M.full_report(labels, probs[0], info.classes), M.full_report(labels, probs.mean(0), info.classes)
     final = {"plain": plain, "tta": tta, "tta_views": len(views), "snapshots": len(nets), "seconds": seconds,
              "processes": world.size, **({"identical_weights": learn.ranks_identical} if world.active else {})}
-    run.write_json("final.json", final)
+    write_valid_probs(learn, probs[0], probs.mean(0))
+    run.write_json("final.json", final)  # after valid_probs.csv: a K-fold run reads it once final.json exists
     write_per_class(run, tta)
     plots.plot_confusion(np.array(tta["confusion"]), info.classes, run / "confusion.png")
     plots.plot_curves(learn.history, run / "curves.png")

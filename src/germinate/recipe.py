@@ -46,7 +46,8 @@ def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE, merge
     then they read the cache. `merge_valid`: the validation images train too (a final fit)."""
     def load() -> DataBundle:
         return load_folder(cfg.train_dir, cfg.cache_px, cfg.valid_pct, cfg.valid_dir, cfg.limit_per_class, cfg.seed,
-                           cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px, merge_valid)
+                           cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px, merge_valid,
+                           (cfg.fold, cfg.folds) if cfg.fold else None)
 
     data = None
     if world.local_rank == 0:
@@ -162,6 +163,10 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
     cfg = _absolute(cfg).validate()
     if not Path(cfg.train_dir).exists():
         raise GerminateError(f"labelled folder {cfg.train_dir!r} does not exist")
+    if cfg.folds > 1 and not cfg.fold:
+        from germinate.folds import train_folds
+
+        return train_folds(cfg, out, overwrite, reporter)
     world, reporter = join_world(cfg, reporter)
     run = RunFolder(out)
     # Before the data is read; nothing is written until all is ready. Only rank 0 writes.
@@ -212,6 +217,10 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     # Every process reads the config (it says which devices to join with), so a run resumed on
     # several machines needs its folder at the same path on each (a shared disk).
     cfg = dataclasses.replace(TrainConfig.from_dict(run.read_json("config.json")["config"]), **changes).validate()
+    if cfg.folds > 1 and not cfg.fold:
+        from germinate.folds import train_folds
+
+        return train_folds(cfg, run.path, reporter=reporter, resuming=True)
     world, reporter = join_world(cfg, reporter)
 
     def read() -> tuple[str, dict | None]:

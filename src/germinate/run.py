@@ -20,11 +20,12 @@ from germinate.utils import write_text_atomic
 RUN_FILES = ("config.json", "split.csv", "skipped.csv", "metrics.csv", "timings.csv", "lrs.csv", "final.json",
              "per_class.csv", "model.json", "model.safetensors", "model.onnx", "model.onnx.json", "report.html", "curves.png",
              "schedule.png", "confusion.png", "top_losses.png", "lr_find_*", "snapshot-*.safetensors",
-             "submission.csv", "submission.csv.skipped.csv", ".*.tmp")
+             "submission.csv", "submission.csv.skipped.csv", "valid_probs.csv", "oof.csv", ".*.tmp")
 RUN_DIRS = {"checkpoints": ("last.pt", "best.safetensors", ".*.tmp"), "eval-*": ("confusion.csv", "confusion.png", ".*.tmp"),
             # --final-fit-all: the first fit's model, and the final fit's logs and checkpoint
             "first-fit": ("model.json", "model.safetensors", ".*.tmp"),
             "final-fit": ("last.pt", "metrics.csv", "timings.csv", "lrs.csv", ".*.tmp")}
+NESTED_RUNS = ("fold-*",)  # --folds: each fold is a run folder of its own inside the run's
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -35,6 +36,8 @@ def is_run_entry(path: Path) -> bool:
     """True for a file or folder (with everything in it) that a germinate run writes."""
     if path.is_symlink() or not path.is_dir():
         return _matches(path.name, RUN_FILES) and not path.is_symlink()
+    if _matches(path.name, NESTED_RUNS):
+        return all(is_run_entry(p) for p in path.iterdir())
     inner = next((v for k, v in RUN_DIRS.items() if fnmatch.fnmatchcase(path.name, k)), None)
     return inner is not None and all(p.is_file() and not p.is_symlink() and _matches(p.name, inner) for p in path.iterdir())
 
@@ -62,13 +65,16 @@ class RunFolder:
         """True when the folder already holds a run."""
         return (self.path / "config.json").exists()
 
-    def create(self, overwrite: bool = False) -> RunFolder:
-        """Make the folder. An existing run is refused unless `overwrite`, which then removes
-        every file the old run wrote (so nothing stale joins the new one: snapshots, checkpoints,
-        results); a folder holding anything germinate did not write is never touched."""
+    def create(self, overwrite: bool = False, checkpoints: bool = True) -> RunFolder:
+        """Make the folder (with checkpoints/ unless not `checkpoints`). An existing run is refused
+        unless `overwrite`, which then removes every file the old run wrote (so nothing stale joins
+        the new one: snapshots, checkpoints, results); a folder holding anything germinate did not
+        write is never touched."""
         for p in self.check_writable(overwrite):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-        (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        if checkpoints:
+            (self.path / "checkpoints").mkdir(exist_ok=True)
         return self
 
     def check_writable(self, overwrite: bool = False) -> list[Path]:

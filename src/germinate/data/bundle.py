@@ -15,6 +15,7 @@ from germinate.data.folders import (
     limit_per_class,
     require_classes,
     scan_labelled,
+    stratified_folds,
     stratified_split,
 )
 from germinate.ui import SILENT, Reporter
@@ -65,13 +66,15 @@ def load_folder(
     reporter: Reporter = SILENT,
     valid_px: int | None = None,
     merge_valid: bool = False,
+    fold: tuple[int, int] | None = None,
 ) -> DataBundle:
     """Scan, check and decode a labelled folder; split it (stratified, seeded) unless `valid_dir`.
 
     Training images are decoded at `px`, validation images at `valid_px` (default `px`): the
     model is evaluated at another size than it trains at, from a source of its own.
     `merge_valid` (a final fit on all the data): the validation images join the training split
-    too; the validation split is still the same one.
+    too; the validation split is still the same one. `fold` (i, k): validate on the i-th (from 1)
+    of k stratified folds instead of a `valid_pct` share.
     """
     valid_px = valid_px or px
     items = scan_labelled(train_dir)
@@ -81,7 +84,11 @@ def load_folder(
     everything, bad = decode_split(items, px, cache_dir, use_cache, reporter)
     skipped += bad
     if valid_dir is None:
-        train_idx, valid_idx = stratified_split(everything.labels, valid_pct, seed)
+        if fold:
+            valid_idx = stratified_folds(everything.labels, fold[1], seed, items.classes)[fold[0] - 1]
+            train_idx = np.setdiff1d(np.arange(len(everything)), valid_idx)
+        else:
+            train_idx, valid_idx = stratified_split(everything.labels, valid_pct, seed)
         valid = _take(everything, valid_idx)
         # a final fit trains on every labelled image, already decoded at the training size
         train = everything if merge_valid else _take(everything, train_idx)

@@ -147,6 +147,22 @@ def stratified_split(labels: np.ndarray, valid_pct: float, seed: int) -> tuple[n
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(valid))
 
 
+def stratified_folds(labels: np.ndarray, k: int, seed: int, classes: list[str] | None = None) -> list[np.ndarray]:
+    """Seeded stratified K-fold (scikit-learn's StratifiedKFold, shuffled): k sorted index arrays,
+    each image in exactly one, each keeping the classes' shares. Every class needs k images, so
+    that each fold validates on every class."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(labels)
+    small = [(c, int(n)) for c, n in enumerate(counts) if 0 < n < k]
+    if small:
+        name = repr(classes[small[0][0]]) if classes else small[0][0]
+        raise GerminateError(f"--folds {k} needs at least {k} images in each class; class {name} has "
+                             f"{small[0][1]} (use fewer folds)")
+    kfold = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
+    return [np.sort(valid) for _, valid in kfold.split(np.zeros(len(labels)), labels)]
+
+
 def limit_per_class(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Indices of at most `k` images per class, chosen with `seed`, sorted."""
     rng = np.random.default_rng(seed)

@@ -14,7 +14,7 @@ from germinate.data.bundle import DataBundle
 FIELDS = ["file", "class", "split", "bytes"]
 
 
-def _relative(path: Path, root: Path) -> str:
+def relative_path(path: Path, root: Path) -> str:
     try:
         return path.relative_to(root).as_posix()
     except ValueError:  # outside its folder (a symlinked tree): keep the whole path
@@ -28,7 +28,7 @@ def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | 
         base = Path(root).absolute()
         for f, label in zip(part.files, part.labels):
             size = Path(f).stat().st_size if Path(f).exists() else -1
-            rows.append({"file": _relative(Path(f).absolute(), base), "class": data.classes[int(label)],
+            rows.append({"file": relative_path(Path(f).absolute(), base), "class": data.classes[int(label)],
                          "split": name, "bytes": str(size)})
     return rows
 

@@ -53,8 +53,10 @@ def _headline(cfg: dict, final: dict | None) -> str:
     if not final:
         return "<p>The run has not finished: no final evaluation yet.</p>" + command
     p, t = final["plain"], final["tta"]
+    where = (f'out of fold, on all {t["n"]} labelled images, each predicted by the one of the {final["folds"]["k"]} '
+             'fold models that did not train on it' if "folds" in final else f'on {t["n"]} validation images')
     out = (f'<p class="big">micro-F1 {t["f1_micro"]:.4f} with TTA, {p["f1_micro"]:.4f} without</p>'
-           f'<p>on {t["n"]} validation images; TTA: {final["tta_views"]} views, {final["snapshots"]} model(s); '
+           f'<p>{where}; TTA: {final["tta_views"]} views, {final["snapshots"]} model(s); '
            f'{final["seconds"] / 60:.1f} minutes in all.</p>')
     if "final_fit" in final:
         ff = final["final_fit"]
@@ -84,7 +86,17 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
         out.append(("Metrics", res))
         pairs = _table(["truth", "predicted as", "count"], t["most_confused"]) if t["most_confused"] else "<p>No confusions.</p>"
         out.append(("Most confused", pairs + "".join(_image(run / n, cap) for n, cap in IMAGES[2:3] if (run / n).exists())))
-        out.append(("Top losses", "".join(_image(run / n, cap) for n, cap in IMAGES[3:] if (run / n).exists())))
+        if (run / IMAGES[3][0]).exists():
+            out.append(("Top losses", _image(run / IMAGES[3][0], IMAGES[3][1])))
+    if final and "folds" in final:  # a K-fold run: its folds are runs of their own, each with its report
+        rows = [[f'<a href="fold-{f["fold"]}/report.html">fold {f["fold"]}</a>', f["images"], _fmt(f["plain"]),
+                 _fmt(f["tta"]), f'{f["seconds"] / 60:.1f}'] for f in final["folds"]["per_fold"]]
+        head = "".join(f"<th>{h}</th>" for h in ("fold", "validation images", "micro-F1", "with TTA", "minutes"))
+        out.append(("Folds", f"<table><tr>{head}</tr>" + "".join(
+            "<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>"))
+    if "plan" not in cfg:  # a K-fold run's training, plan and data are its folds'
+        out.append(("Reproduce", f"<pre>{html.escape(cfg.get('command') or '')}</pre>"))
+        return out
     metrics = run.read_csv("metrics.csv")
     timings = {(r["stage"], r["epoch"]): r["seconds"] for r in run.read_csv("timings.csv")}
     rows = [[*m.values(), f"{float(timings.get((m['stage'], m['epoch']), 'nan')):.1f}"] for m in metrics]

@@ -42,6 +42,7 @@ class ModelInfo:
     germinate_version: str = __version__
     files: dict[str, str] = field(default_factory=dict)  # weights file -> sha256
     snapshots: list[str] = field(default_factory=list)  # extra weights files averaged at predict time
+    weights: str = "model.safetensors"  # the main weights file (an ensemble's: its first member's)
 
     @property
     def eval_size(self) -> int:
@@ -72,8 +73,31 @@ def export_model(net: Network, folder: str | Path, info: ModelInfo, snapshots: l
     info.files = {"model.safetensors": save_weights(net, folder / "model.safetensors", len(info.classes))}
     info.files.update({name: sha256(folder / name) for name in snapshots})
     info.snapshots = list(snapshots)
+    info.weights = "model.safetensors"
+    return _write_info(folder, info)
+
+
+def _write_info(folder: Path, info: ModelInfo) -> Path:
     write_text_atomic(folder / "model.json", json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}, indent=2))
     return folder / "model.json"
+
+
+def export_ensemble(folder: str | Path, members: list[str]) -> Path:
+    """model.json in `folder` naming the weights of the models in its subfolders `members` (each
+    with its snapshots), so that loading `folder` loads them all and predictions average them.
+    The members must agree on everything but their weights."""
+    folder = Path(folder)
+    infos = [read_info(folder / m) for m in members]
+    first = infos[0]
+    for m, info in zip(members[1:], infos[1:]):
+        mine = {k: v for k, v in asdict(info).items() if k not in ("files", "snapshots", "weights")}
+        if mine != {k: v for k, v in asdict(first).items() if k not in ("files", "snapshots", "weights")}:
+            raise GerminateError(f"the model in {str(folder / m)!r} differs from the one in {str(folder / members[0])!r} "
+                                 "in more than its weights: they cannot be one ensemble")
+    names = [f"{m}/{name}" for m, info in zip(members, infos) for name in [info.weights, *info.snapshots]]
+    files = {f"{m}/{name}": sha for m, info in zip(members, infos) for name, sha in info.files.items()}
+    ensemble = ModelInfo(**{**asdict(first), "files": files, "weights": names[0], "snapshots": names[1:]})
+    return _write_info(folder, ensemble)
 
 
 def read_info(folder: str | Path) -> ModelInfo:
@@ -136,10 +160,11 @@ def load_state_checked(net: Network, state: dict[str, torch.Tensor], what: str) 
 
 
 def load_model(folder: str | Path, snapshots: bool = False) -> tuple[list[Network] | Network, ModelInfo]:
-    """Load an exported model. With `snapshots`, return a list: the model and each snapshot."""
+    """Load an exported model. With `snapshots`, return a list: the model and each snapshot (or
+    each member of an ensemble, see export_ensemble)."""
     folder = Path(folder)
     info = read_info(folder)
-    names = ["model.safetensors"] + (info.snapshots if snapshots else [])
+    names = [info.weights] + (info.snapshots if snapshots else [])
     nets = []
     for name in names:
         net = create_network(info.arch, len(info.classes), pretrained=False, hidden=info.hidden, dropout=info.dropout)
