@@ -116,8 +116,7 @@ class TrainConfig:
                          "models, in RUN/fold-1..K, are used together (probabilities averaged); 1: off", "int", "data",
                          bound=Bound(1, 100, integer=True), metavar="K")
     fold: int = setting(0, "with --folds K, run fold I alone (1..K), a run of its own: a way to spread the folds over "
-                        "machines; 0: every fold, one after another", "int", "data", bound=INT0, metavar="I",
-                        default_text="0: all")
+                        "machines; 0: every fold, one after another", "int", "data", bound=INT0, metavar="I")
     limit_per_class: int | None = setting(None, "use at most K images per class (quick runs)", "int", "data",
                                           bound=INT1, metavar="K", default_text="all")
     size: int = setting(128, "training image size in pixels", "int", "data", bound=PIXELS, metavar="PX")
