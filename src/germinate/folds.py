@@ -22,6 +22,7 @@ import numpy as np
 
 from germinate._version import __version__
 from germinate.config import TrainConfig
+from germinate.data.folders import limit_per_class, scan_labelled, stratified_folds
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.evaluate import plots
@@ -60,7 +61,7 @@ def train_folds(cfg: TrainConfig, out: str | Path, overwrite: bool = False, repo
         if (run / "final.json").exists():
             raise GerminateError(f"the run in {str(run.path)!r} has already finished")
     else:
-        world.on_main(lambda: run.check_writable(overwrite))
+        world.on_main(lambda: (run.check_writable(overwrite), _check_classes(cfg)))
         if world.is_main:
             run.create(overwrite, checkpoints=False)
             run.write_json("config.json", {"germinate_version": __version__, "command": cfg.command(run.path),
@@ -83,6 +84,15 @@ def train_folds(cfg: TrainConfig, out: str | Path, overwrite: bool = False, repo
     if world.is_main:
         finish_folds(run, k, reporter)
     return learn
+
+
+def _check_classes(cfg: TrainConfig) -> None:
+    """Refuse too many folds for the smallest class before anything is written (a scan, no decoding)."""
+    items = scan_labelled(cfg.train_dir)
+    labels = items.labels
+    if cfg.limit_per_class:
+        labels = labels[limit_per_class(labels, cfg.limit_per_class, cfg.seed)]
+    stratified_folds(labels, cfg.folds, cfg.seed, items.classes)
 
 
 def _prepare(path: Path) -> str:

@@ -54,7 +54,7 @@ def test_fold_settings_that_cannot_work_are_refused_in_one_line(labelled: Path, 
     assert main(["train", str(labelled), "--out", str(tmp_path / "run"), "--quiet", *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "run" / "fold-1").exists()
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def _cfg(train_dir: Path) -> TrainConfig:
