@@ -48,6 +48,19 @@ def germinate(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "germinate", *args], check=True)
 
 
+def train_or_resume(run: Path, finished: bool, wall: Path, *train_args: str) -> None:
+    """`germinate train TRAIN_ARGS --out RUN` unless `finished` (a started run is resumed); its
+    wall time, start-up included, is written to `wall`."""
+    if finished:
+        return
+    started = time.perf_counter()
+    if run.exists():
+        germinate("train", "--resume", str(run), "--quiet")
+    else:
+        germinate("train", *train_args, "--out", str(run), "--quiet")
+    wall.write_text(f"{time.perf_counter() - started:.1f}\n")
+
+
 def evaluate(model: Path, holdout: Path, out: Path) -> dict:
     """micro-F1 plain and with TTA of the model folder `model` on the hold-out."""
     result = out / "result.json"
@@ -72,14 +85,9 @@ def main() -> int:
         where = out / f"seed{seed}"
         pool, holdout = make_holdout(seed, where)
         run = where / "run"
-        if not (run / "final.json").exists() or "final_fit" not in json.loads((run / "final.json").read_text()):
-            started = time.perf_counter()
-            if run.exists():
-                germinate("train", "--resume", str(run), "--quiet")
-            else:
-                germinate("train", str(pool), "--out", str(run), "--seed", str(seed), "--final-fit-all", "--quiet",
-                          *args.flags.split())
-            (where / "wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
+        finished = (run / "final.json").exists() and "final_fit" in json.loads((run / "final.json").read_text())
+        train_or_resume(run, finished, where / "wall_seconds", str(pool), "--seed", str(seed), "--final-fit-all",
+                        *args.flags.split())
         final = json.loads((run / "final.json").read_text())
         first_ho = evaluate(run / "first-fit", holdout, where / "eval-first")
         final_ho = evaluate(run, holdout, where / "eval-final")

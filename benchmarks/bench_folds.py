@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_final_fit import DATA, ROOT, evaluate, germinate, make_holdout  # noqa: E402
+from bench_final_fit import DATA, ROOT, evaluate, make_holdout, train_or_resume  # noqa: E402
 
 
 def main() -> int:
@@ -42,14 +41,8 @@ def main() -> int:
         where = out / f"seed{seed}"
         pool, holdout = make_holdout(seed, where)
         run = where / f"folds{args.folds}{'-' + '_'.join(args.flags.split()) if args.flags else ''}"
-        if not (run / "final.json").exists():
-            started = time.perf_counter()
-            if run.exists():
-                germinate("train", "--resume", str(run), "--quiet")
-            else:
-                germinate("train", str(pool), "--out", str(run), "--seed", str(seed), "--folds", str(args.folds),
-                          "--quiet", *args.flags.split())
-            (run.parent / f"{run.name}.wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
+        train_or_resume(run, (run / "final.json").exists(), run.parent / f"{run.name}.wall_seconds", str(pool),
+                        "--seed", str(seed), "--folds", str(args.folds), *args.flags.split())
         final = json.loads((run / "final.json").read_text())
         singles = [evaluate(run / f"fold-{i}", holdout, run.parent / f"{run.name}-eval-fold-{i}")
                    for i in range(1, args.folds + 1)]

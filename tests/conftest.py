@@ -3,6 +3,7 @@ private image cache per test session."""
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -17,6 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # Comparisons of such results use this tolerance; differences that must show are asserted
 # to be at least ten times larger.
 PROB_ATOL = 1e-3
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV file a run wrote (a missing file is an error, not an empty list)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _data_dir() -> Path | None:

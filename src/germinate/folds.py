@@ -124,7 +124,8 @@ def finish_folds(run: RunFolder, k: int, reporter: Reporter) -> dict:
     """RUN's figures from its K finished folds: out-of-fold metrics, oof.csv, the ensemble model."""
     members = [fold_dir(run, i).name for i in range(1, k + 1)]
     export_ensemble(run.path, members)
-    classes = read_info(run.path).classes
+    info = read_info(run.path)
+    classes = info.classes
     rows, labels, plain, tta, per_fold = [], [], [], [], []
     for i in range(1, k + 1):
         r, y, p, t = _fold_probs(run, i, classes)
@@ -133,11 +134,11 @@ def finish_folds(run: RunFolder, k: int, reporter: Reporter) -> dict:
                          "tta": fold["tta"]["f1_micro"], "seconds": fold["seconds"]})
         rows += [{**row, "fold": i} for row in r]
         labels.append(y), plain.append(p), tta.append(t)
+        views = fold["tta_views"]  # the same in every fold: one config
     labels, plain, tta = np.concatenate(labels), np.concatenate(plain), np.concatenate(tta)
     p_report, t_report = M.full_report(labels, plain, classes), M.full_report(labels, tta, classes)
     seconds = sum(f["seconds"] for f in per_fold)
-    views = RunFolder(fold_dir(run, 1)).read_json("final.json")["tta_views"]
-    final = {"plain": p_report, "tta": t_report, "tta_views": views, "snapshots": len(read_info(run.path).snapshots) + 1,
+    final = {"plain": p_report, "tta": t_report, "tta_views": views, "snapshots": len(info.snapshots) + 1,
              "seconds": seconds, "processes": 1,
              "folds": {"k": k, "out_of_fold": True, "per_fold": per_fold,
                        "figures": "out of fold: each image predicted by the fold model that did not train on it"}}

@@ -1,6 +1,5 @@
 """--final-fit-all: the first fit's plan trained again on every labelled image, and exported."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ from germinate.cli import main
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.models.export import load_model
 from germinate.run import RunFolder
-from tests.conftest import make_labelled
+from tests.conftest import make_labelled, read_rows
 from tests.training.test_interrupt import SignalAt
 
 PER_CLASS, CLASSES = 16, 3
@@ -35,11 +34,6 @@ def whole(tmp_path_factory) -> tuple[Path, Path]:
     return train_dir, base / "run"
 
 
-def _rows(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def _peaks(rows: list[dict], stage: str) -> list[float]:
     return [max(float(r[f"lr_group{g}"]) for r in rows if r["stage"] == stage) for g in range(3)]
 
@@ -53,11 +47,11 @@ def test_the_final_fit_repeats_the_plan_on_every_image_and_is_exported(whole):
     assert 0 <= final["tta"]["f1_micro"] <= 1  # the first fit's figures stay
 
     # The same stages and epochs, at the LRs the first fit's range tests chose (no range test of its own).
-    first_rows, final_rows = _rows(run / "metrics.csv"), _rows(run / "final-fit" / "metrics.csv")
+    first_rows, final_rows = read_rows(run / "metrics.csv"), read_rows(run / "final-fit" / "metrics.csv")
     assert [(r["stage"], r["epoch"]) for r in final_rows] == [(r["stage"], r["epoch"]) for r in first_rows]
     assert all(r["f1_micro"] == "" and float(r["train_loss"]) > 0 for r in final_rows)  # nothing to validate on
     assert not list((run / "final-fit").glob("lr_find*")) and not list(run.glob("lr_find_*final*"))
-    first_lrs, final_lrs = _rows(run / "lrs.csv"), _rows(run / "final-fit" / "lrs.csv")
+    first_lrs, final_lrs = read_rows(run / "lrs.csv"), read_rows(run / "final-fit" / "lrs.csv")
     for stage in config["plan"]:
         assert _peaks(final_lrs, stage["name"]) == pytest.approx(stage["lrs"], rel=1e-4)
     # More images, so more steps per epoch: 48 images in batches of 8, against the first fit's fewer.

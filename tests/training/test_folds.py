@@ -1,6 +1,5 @@
 """--folds K: K runs, each validating on its own stratified K-th; out-of-fold figures; one ensemble."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ from germinate.errors import GerminateError
 from germinate.evaluate import metrics as M
 from germinate.models.export import export_ensemble, load_model
 from germinate.run import RunFolder
-from tests.conftest import PROB_ATOL, make_labelled
+from tests.conftest import PROB_ATOL, make_labelled, read_rows
 
 K, PER_CLASS, CLASSES = 3, 12, 3
 
@@ -69,19 +68,14 @@ def folds_run(tmp_path_factory) -> tuple[Path, Path]:
     return train_dir, base / "run"
 
 
-def _rows(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def test_each_image_is_scored_once_by_the_fold_that_did_not_train_on_it(folds_run):
     train_dir, run = folds_run
     final = json.loads((run / "final.json").read_text())
-    oof = _rows(run / "oof.csv")
+    oof = read_rows(run / "oof.csv")
     everything = sorted(p.relative_to(train_dir).as_posix() for p in train_dir.rglob("*.png"))
     assert sorted(r["file"] for r in oof) == everything  # every labelled image, once
     for i in range(1, K + 1):
-        split = {r["file"]: r["split"] for r in _rows(run / f"fold-{i}" / "split.csv")}
+        split = {r["file"]: r["split"] for r in read_rows(run / f"fold-{i}" / "split.csv")}
         mine = {r["file"] for r in oof if r["fold"] == str(i)}
         assert mine == {f for f, s in split.items() if s == "valid"}  # its own validation images, no others
         assert json.loads((run / f"fold-{i}" / "config.json").read_text())["config"]["fold"] == i
@@ -130,7 +124,7 @@ def test_a_stopped_folds_run_resumes_keeping_the_finished_folds(folds_run, tmp_p
     assert [f["images"] for f in final["folds"]["per_fold"]] == [f["images"] for f in before["folds"]["per_fold"]]
     # the same seed and split: the resumed folds give the same out-of-fold figures
     assert final["tta"]["f1_micro"] == pytest.approx(before["tta"]["f1_micro"], abs=0.05)
-    assert len(_rows(run / "oof.csv")) == PER_CLASS * CLASSES
+    assert len(read_rows(run / "oof.csv")) == PER_CLASS * CLASSES
 
 
 def test_an_ensemble_needs_members_that_differ_only_in_weights(folds_run, tmp_path: Path):
