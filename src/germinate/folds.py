@@ -131,7 +131,8 @@ def finish_folds(run: RunFolder, k: int, reporter: Reporter) -> dict:
         r, y, p, t = _fold_probs(run, i, classes)
         fold = RunFolder(fold_dir(run, i)).read_json("final.json")
         per_fold.append({"fold": i, "images": len(r), "plain": fold["plain"]["f1_micro"],
-                         "tta": fold["tta"]["f1_micro"], "seconds": fold["seconds"]})
+                         "tta": fold["tta"]["f1_micro"], "seconds": fold["seconds"],
+                         "processes": fold.get("processes", 1)})
         rows += [{**row, "fold": i} for row in r]
         labels.append(y), plain.append(p), tta.append(t)
         views = fold["tta_views"]  # the same in every fold: one config
@@ -139,7 +140,8 @@ def finish_folds(run: RunFolder, k: int, reporter: Reporter) -> dict:
     p_report, t_report = M.full_report(labels, plain, classes), M.full_report(labels, tta, classes)
     seconds = sum(f["seconds"] for f in per_fold)
     final = {"plain": p_report, "tta": t_report, "tta_views": views, "snapshots": len(info.snapshots) + 1,
-             "seconds": seconds, "processes": 1,
+             # folds can run on different launches (--folds K --fold I, or a resume under torchrun)
+             "seconds": seconds, "processes": max(f["processes"] for f in per_fold),
              "folds": {"k": k, "out_of_fold": True, "per_fold": per_fold,
                        "figures": "out of fold: each image predicted by the fold model that did not train on it"}}
     predicted = tta.argmax(1)

@@ -13,8 +13,10 @@ from germinate.data.bundle import load_folder
 from germinate.data.folders import stratified_folds
 from germinate.errors import GerminateError
 from germinate.evaluate import metrics as M
+from germinate.folds import finish_folds
 from germinate.models.export import export_ensemble, load_model
 from germinate.run import RunFolder
+from germinate.ui import SILENT
 from tests.conftest import PROB_ATOL, make_labelled, read_rows
 
 K, PER_CLASS, CLASSES = 3, 12, 3
@@ -136,3 +138,16 @@ def test_an_ensemble_needs_members_that_differ_only_in_weights(folds_run, tmp_pa
     (other / "b" / "model.json").write_text(json.dumps({**info, "classes": ["x", "y", "z"]}))
     with pytest.raises(GerminateError, match="in more than its weights"):
         export_ensemble(other, ["a", "b"])
+
+
+def test_the_run_records_the_processes_its_folds_ran_on(folds_run, tmp_path: Path):
+    _, ref = folds_run
+    assert json.loads((ref / "final.json").read_text())["processes"] == 1
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    # As if fold 2 ran under torchrun on two processes (`--folds K --fold 2` on another launch).
+    fold = run / "fold-2" / "final.json"
+    fold.write_text(json.dumps({**json.loads(fold.read_text()), "processes": 2}))
+    finish_folds(RunFolder(run), K, SILENT)
+    final = json.loads((run / "final.json").read_text())
+    assert final["processes"] == 2 and [f["processes"] for f in final["folds"]["per_fold"]] == [1, 2, 1]
