@@ -38,7 +38,8 @@ def worker(args) -> None:
     from germinate.training.plan import Stage
 
     cfg = TrainConfig(train_dir=str(DATA / "train"), size=args.size, bs=args.bs, limit_per_class=args.limit,
-                      device=args.device, quiet=True, cache_dir=args.cache)
+                      device=args.device, quiet=True, cache_dir=args.cache,
+                      fixed_blocks=0)  # the whole network
     world, reporter = join_world(cfg, None)
     learn = create_learner(cfg, None, reporter, world)
     learn.unfreeze()

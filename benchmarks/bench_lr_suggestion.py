@@ -23,7 +23,8 @@ def main() -> int:
     args = p.parse_args()
     from germinate import TrainConfig, create_learner
 
-    learn = create_learner(TrainConfig(train_dir=str(DATA / "train"), size=args.size, quiet=True))
+    learn = create_learner(TrainConfig(train_dir=str(DATA / "train"), size=args.size, quiet=True,
+                                         fixed_blocks=0))  # as measured: every block
     learn.recalibrate_bn()
     learn.freeze()
     start = copy.deepcopy(learn.net.state_dict())

@@ -33,7 +33,8 @@ def learner(train_dir: Path, cache: Path, args, **kw):
     from germinate import TrainConfig, create_learner
 
     cfg = TrainConfig(train_dir=str(train_dir), size=args.size, bs=args.bs, arch=args.arch, quiet=True,
-                      cache_dir=str(cache), limit_per_class=args.limit, **kw)
+                      cache_dir=str(cache), limit_per_class=args.limit,
+                      **{"fixed_blocks": 0, **kw})  # the whole network, as fastai trains it
     return create_learner(cfg)
 
 

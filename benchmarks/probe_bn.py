@@ -34,7 +34,8 @@ def main() -> int:
     from germinate.data.augment import eval_transform
     from germinate.training.features import batchnorm_layers, recalibrate_bn
 
-    cfg = TrainConfig(train_dir=str(DATA / "train"), size=args.size, test_size=args.size, quiet=True)
+    cfg = TrainConfig(train_dir=str(DATA / "train"), size=args.size, test_size=args.size, quiet=True,
+                      fixed_blocks=0)  # every block's statistics, as measured
     learn = create_learner(cfg)
     net, tf = learn.net, eval_transform(args.size)
     pretrained = copy.deepcopy(net.state_dict())

@@ -121,7 +121,12 @@ def test_fixed_blocks_say_what_they_fix_or_that_they_cannot(labelled: Path, caps
     assert "fixed as pretrained: the stem and the first 3 of 16 blocks" in capsys.readouterr().err
     create_learner(tiny_cfg(labelled, fixed_blocks=3, arch="vit_tiny_patch16_224", pretrained=False, quiet=False),
                    reporter=Reporter(False))
-    assert "--fixed-blocks has no effect on vit_tiny_patch16_224" in capsys.readouterr().err
+    assert "warning: --fixed-blocks has no effect on vit_tiny_patch16_224" in capsys.readouterr().err
+    # the default preset's fixed blocks are not something the user asked for: a note, not a warning
+    vit = TrainConfig(train_dir=str(labelled), size=32, arch="vit_tiny_patch16_224", pretrained=False)
+    create_learner(vit, reporter=Reporter(False))
+    err = capsys.readouterr().err
+    assert vit.fixed_blocks and "every block of vit_tiny_patch16_224 trains" in err and "warning" not in err
 
 
 @pytest.mark.parametrize("unfrozen", [False, True])

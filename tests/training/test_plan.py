@@ -13,9 +13,12 @@ def recipe(**kw) -> TrainConfig:
 
 
 def test_the_default_plan_is_one_cosine_over_the_whole_network_at_one_lr():
-    (unfrozen,) = plan_stages(TrainConfig())
+    cfg = TrainConfig()
+    (unfrozen,) = plan_stages(cfg)
     assert (unfrozen.name, unfrozen.frozen_groups, unfrozen.schedule, unfrozen.n_epochs(), unfrozen.lrs) == (
-        "unfrozen", 0, "cosine", 8, (1e-3,) * 3)
+        "unfrozen", 0, "cosine", 12, (1e-3,) * 3)
+    assert cfg.fixed_blocks == 3  # the stem and the first 3 blocks stay as pretrained: 1.3x faster epochs
+    assert TrainConfig.from_preset("recipe").fixed_blocks == TrainConfig.from_preset("best").fixed_blocks == 0
 
 
 def test_the_recipe_preset_is_the_course_recipe():

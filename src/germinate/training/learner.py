@@ -70,8 +70,10 @@ class Learner:
             total = max(len(self.net.blocks) - 1, 0)
             if total:
                 reporter.info(f"fixed as pretrained: the stem and the first {self.fixed_blocks} of {total} blocks")
-            else:
+            elif cfg.fixed_blocks != TrainConfig.from_preset(cfg.preset).fixed_blocks:  # asked for, not the default
                 reporter.warn(f"--fixed-blocks has no effect on {cfg.arch}: germinate does not know its blocks")
+            else:
+                reporter.info(f"every block of {cfg.arch} trains: germinate does not know its blocks to fix")
         self.net.freeze_bn(cfg.freeze_bn)
         if cfg.channels_last != "off":
             self.net.use_channels_last()
