@@ -18,7 +18,7 @@ def test_the_default_plan_is_one_cosine_over_the_whole_network_at_one_lr():
     assert (unfrozen.name, unfrozen.frozen_groups, unfrozen.schedule, unfrozen.n_epochs(), unfrozen.lrs) == (
         "unfrozen", 0, "cosine", 12, (1e-3,) * 3)
     assert cfg.fixed_blocks == 3  # the stem and the first 3 blocks stay as pretrained: 1.3x faster epochs
-    assert TrainConfig.from_preset("recipe").fixed_blocks == TrainConfig.from_preset("best").fixed_blocks == 0
+    assert TrainConfig.from_preset("recipe").fixed_blocks == 0 and TrainConfig.from_preset("best").fixed_blocks == 3
 
 
 def test_the_recipe_preset_is_the_course_recipe():
@@ -28,10 +28,10 @@ def test_the_recipe_preset_is_the_course_recipe():
             unfrozen.lrs) == (0, 7, 3, 1, 2, None)  # None: the range test's LRs, then lr/9, lr/3, lr
 
 
-def test_the_best_preset_plans_the_recipes_stages_in_two_sizes_at_one_lr():
+def test_the_best_preset_plans_the_default_loop_twice_as_long_in_two_sizes():
     best = plan_stages(TrainConfig.from_preset("best"))
-    assert [(s.name, s.schedule, s.n_epochs(), s.lrs) for s in best] == [
-        ("head", "sgdr", 4, (1e-3,) * 3), ("unfrozen-128", "sgdr", 7, (1e-3,) * 3), ("unfrozen-192", "sgdr", 8, (1e-3,) * 3)]
+    assert [(s.name, s.frozen_groups, s.schedule, s.n_epochs(), s.size, s.lrs) for s in best] == [
+        ("unfrozen-128", 0, "cosine", 12, 128, (1e-3,) * 3), ("unfrozen-192", 0, "cosine", 12, 192, (1e-3,) * 3)]
 
 
 def test_a_given_lr_is_the_heads_peak_and_earlier_groups_learn_slower():
