@@ -71,6 +71,10 @@ SETTINGS = {
     "fixed3-e12-ls": "--label-smoothing 0.1",  # label smoothing on the default
     # the default's plain loop, progressively resized: 12 epochs at 128 px, then 12 at 192 (best now)
     "fixed3-sizes-e24": "--sizes 128,192 --epochs 24",
+    # a later size continuing at a lower LR instead of restarting at 1e-3: the default with its last
+    # 2 epochs at 160 px, and best's second half shorter and larger (8 epochs at 224 px)
+    "sizes-160-e10-2-r03": "--sizes 128,160 --size-epochs 10,2 --resize-lr 0.3",
+    "sizes-224-e12-8-r03": "--sizes 128,224 --size-epochs 12,8 --resize-lr 0.3",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": f"{RECIPE} --lr 1e-3 --lr-ratio 1",
     "default-ls": f"{FAST_E8} --label-smoothing 0.1",  # label smoothing on the plain loop

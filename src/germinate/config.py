@@ -192,6 +192,12 @@ class TrainConfig:
     epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
                                  "int", "recipe", bound=INT0, metavar="N",
                                  default_text="SGDR: from the cycles; others: 12")
+    size_epochs: list[int] | None = setting(None, "with --sizes and a schedule other than SGDR: the unfrozen epochs at "
+                                            "each size, e.g. 12,8 (replaces --epochs, which shares them out evenly)",
+                                            "ints", "recipe", bound=INT1, metavar="A,B,..")
+    resize_lr: float = setting(1.0, "with --sizes: each later size's stage peaks at this fraction of the LR of the "
+                               "size before it (1: each size restarts at the same LR)", "float", "recipe",
+                               bound=Bound(0, 1, lo_open=True), metavar="F")
     cycles: int = setting(3, "SGDR cycles in the unfrozen stage; 0 skips the stage", "int", "recipe", bound=INT0)
     cycle_len: int = setting(1, "epochs in the first SGDR cycle", "int", "recipe", bound=INT1)
     cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
@@ -259,6 +265,8 @@ class TrainConfig:
         """Epochs of the unfrozen stage."""
         from germinate.training.schedule import sgdr_epochs
 
+        if self.size_epochs:
+            return sum(self.size_epochs)
         if self.epochs is not None:
             return self.epochs
         if self.schedule == "sgdr":
@@ -333,6 +341,14 @@ class TrainConfig:
              f"--sizes takes two or more increasing sizes, at most one per SGDR cycle (or, with other schedules, "
              f"per epoch) of the unfrozen stage ({self.unfrozen_parts()} here), got "
              f"{','.join(str(x) for x in self.sizes or [])}"),
+            (not self.size_epochs or (self.sizes and len(self.size_epochs) == len(self.sizes)
+                                      and self.schedule != "sgdr"),
+             f"--size-epochs takes one epoch count per size of --sizes ({len(self.sizes or [])} here), and not with "
+             f"--schedule sgdr (its cycles decide each size's epochs), got "
+             f"{','.join(str(x) for x in self.size_epochs or [])}"),
+            (self.resize_lr == 1 or (self.sizes and self.lr != "auto"),
+             f"--resize-lr {self.resize_lr:g} needs --sizes and a fixed --lr (with --lr auto each size's range test "
+             f"picks its LR)"),
             (self.fold <= self.folds and (self.folds > 1 or self.fold == 0),
              f"--fold {self.fold} needs --folds K with K >= {max(self.fold, 2)}"),
             (self.folds == 1 or not self.valid_dir, "--folds splits the labelled folder itself; it cannot be combined "

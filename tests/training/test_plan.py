@@ -119,6 +119,32 @@ def test_sizes_give_one_unfrozen_stage_per_size_the_head_at_the_first():
         assert stage.lrs == pytest.approx((1e-3, 3e-3, 9e-3))
 
 
+def test_size_epochs_and_resize_lr_shape_each_sizes_stage():
+    cfg = TrainConfig.from_preset("best", sizes=[128, 160, 224], size_epochs=[6, 3, 2], resize_lr=0.3, lr_ratio=2)
+    stages = plan_stages(cfg.validate())
+    assert [(s.size, s.n_epochs(), s.schedule) for s in stages] == [(128, 6, "cosine"), (160, 3, "cosine"),
+                                                                     (224, 2, "cosine")]
+    # each later size peaks at 0.3x the one before, every group alike (the differential ratio kept)
+    for i, stage in enumerate(stages):
+        assert stage.lrs == pytest.approx(tuple(x * 0.3 ** i for x in (2.5e-4, 5e-4, 1e-3)))
+    assert cfg.unfrozen_epochs() == 11  # --size-epochs replaces --epochs (best's 24)
+    # --lrs are scaled alike
+    stages = plan_stages(TrainConfig(sizes=[64, 96], lrs=[1e-4, 2e-4, 4e-4], resize_lr=0.5).validate())
+    assert [s.lrs for s in stages] == [pytest.approx((1e-4, 2e-4, 4e-4)), pytest.approx((5e-5, 1e-4, 2e-4))]
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"size_epochs": [4, 4]}, "--size-epochs takes one epoch count per size"),
+    ({"sizes": [64, 96], "size_epochs": [4]}, "--size-epochs takes one epoch count per size"),
+    ({"sizes": [64, 96], "size_epochs": [1, 2], "schedule": "sgdr"}, "not with --schedule sgdr"),
+    ({"sizes": [64, 96], "resize_lr": 0.5, "lr": "auto"}, "--resize-lr 0.5 needs --sizes and a fixed --lr"),
+    ({"resize_lr": 0.5}, "--resize-lr 0.5 needs --sizes"),
+])
+def test_size_epochs_and_resize_lr_are_refused_where_they_cannot_apply(kw, message):
+    with pytest.raises(GerminateError, match=message):
+        TrainConfig(**kw).validate()
+
+
 @pytest.mark.parametrize("sizes,kw", [([128], {}), ([160, 128], {}), ([64, 96, 128], {"cycles": 2}),
                                       ([64, 96, 128, 160], {"epochs": 3}), ([64, 96], {"schedule": "cosine", "epochs": 1})])
 def test_impossible_sizes_are_refused_in_one_line(sizes, kw):

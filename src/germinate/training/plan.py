@@ -171,9 +171,15 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
     if sgdr:
         parts = [{"cycles": n, "cycle_len": length}
                  for n, length in split_cycles(cycles, cycle_len, cfg.cycle_mult, len(cfg.sizes))]
+    elif cfg.size_epochs:
+        parts = [{"epochs": n} for n in cfg.size_epochs]
     else:  # the epochs shared out, the later sizes getting the extra ones
         total, n = unfrozen.n_epochs(), len(cfg.sizes)
         parts = [{"epochs": total // n + (i >= n - total % n)} for i in range(n)]
+    # --resize-lr: a later size continues a model that is already good, so it may restart lower
+    for i, part in enumerate(parts):
+        if body_lrs is not None:
+            part["lrs"] = tuple(x * cfg.resize_lr ** i for x in body_lrs)
     resized = [dataclasses.replace(unfrozen, name=f"unfrozen-{px}", size=px, **part)
                for px, part in zip(cfg.sizes, parts)]
     return [s for s in (head, *resized) if s.n_epochs() > 0]
