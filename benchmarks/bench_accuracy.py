@@ -75,7 +75,7 @@ SETTINGS = {
     # 2 epochs at 160 px, and best's second half shorter and larger (8 epochs at 224 px)
     "sizes-160-e10-2-r03": "--sizes 128,160 --size-epochs 10,2 --resize-lr 0.3",
     "sizes-224-e12-8-r03": "--sizes 128,224 --size-epochs 12,8 --resize-lr 0.3",
-    # best's time on the next offline backbone (about 1.4x Lite0's cost per epoch), 4 fewer epochs
+    # best's time on the next offline backbone (about 1.3x Lite0's cost per epoch), 4 fewer epochs
     "lite1-sizes-e10-8": "--arch efficientnet_lite1 --sizes 128,192 --size-epochs 10,8",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": f"{RECIPE} --lr 1e-3 --lr-ratio 1",

@@ -1,5 +1,9 @@
 """The resolved settings: defaults derived from others, and validation of impossible ones."""
 
+import itertools
+import re
+from pathlib import Path
+
 import pytest
 
 from germinate.config import TrainConfig
@@ -96,3 +100,21 @@ def test_a_preset_sets_its_settings_and_given_ones_override_it():
     assert cfg.command("r") == "germinate train /data/train --out r --preset best --seed 3"
     with pytest.raises(GerminateError, match="--preset"):
         TrainConfig.from_preset("slow")
+
+
+def test_every_train_option_is_in_the_readme():
+    """The README's options table is written by hand: a new setting must be documented there."""
+    from germinate.config import cli_fields, flag_of
+
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    start = lines.index("| option | default | meaning |")
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[start + 2:])
+    # the flags named in each row's first cell ("| `--size-epochs A,B,..` | ...")
+    documented = {flag for line in table for flag in re.findall(r"--[a-z0-9-]+", re.split(r"(?<!\\)\|", line)[1])}
+    missing = []
+    for f in cli_fields():
+        flag = flag_of(f)
+        forms = [flag] + (["--no-" + flag[2:]] if f.metadata["kind"] == "bool" else [])
+        if not documented & set(forms):
+            missing.append(flag)
+    assert not missing, f"undocumented in README.md: {missing}"
