@@ -193,7 +193,7 @@ class TrainConfig:
                                  "int", "recipe", bound=INT0, metavar="N",
                                  default_text="SGDR: from the cycles; others: 12")
     size_epochs: list[int] | None = setting(None, "with --sizes and a schedule other than SGDR: the unfrozen epochs at "
-                                            "each size, e.g. 12,8 (replaces --epochs, which shares them out evenly)",
+                                            "each size, e.g. 12,8 (instead of --epochs, which shares them out evenly)",
                                             "ints", "recipe", bound=INT1, metavar="A,B,..")
     resize_lr: float = setting(1.0, "with --sizes: each later size's stage peaks at this fraction of the LR of the "
                                "size before it (1: each size restarts at the same LR)", "float", "recipe",
@@ -289,7 +289,10 @@ class TrainConfig:
         """A config from a preset's settings, then `given` on top (what the CLI does)."""
         if preset not in PRESETS:
             raise GerminateError(f"Invalid --preset {preset!r}; valid: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[preset], "preset": preset, **given})
+        settings = {**PRESETS[preset], "preset": preset, **given}
+        if given.get("size_epochs") and "epochs" not in given:  # a preset's --epochs yields to them
+            settings["epochs"] = sum(given["size_epochs"])
+        return cls(**settings)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -341,6 +344,9 @@ class TrainConfig:
              f"--sizes takes two or more increasing sizes, at most one per SGDR cycle (or, with other schedules, "
              f"per epoch) of the unfrozen stage ({self.unfrozen_parts()} here), got "
              f"{','.join(str(x) for x in self.sizes or [])}"),
+            (not self.size_epochs or self.epochs in (None, sum(self.size_epochs)),
+             f"--epochs {self.epochs} and --size-epochs {','.join(str(x) for x in self.size_epochs or [])} disagree: "
+             f"give one of them"),
             (not self.size_epochs or (self.sizes and len(self.size_epochs) == len(self.sizes)
                                       and self.schedule != "sgdr"),
              f"--size-epochs takes one epoch count per size of --sizes ({len(self.sizes or [])} here), and not with "

@@ -127,7 +127,8 @@ def test_size_epochs_and_resize_lr_shape_each_sizes_stage():
     # each later size peaks at 0.3x the one before, every group alike (the differential ratio kept)
     for i, stage in enumerate(stages):
         assert stage.lrs == pytest.approx(tuple(x * 0.3 ** i for x in (2.5e-4, 5e-4, 1e-3)))
-    assert cfg.unfrozen_epochs() == 11  # --size-epochs replaces --epochs (best's 24)
+    assert cfg.epochs == cfg.unfrozen_epochs() == 11  # --size-epochs instead of the preset's --epochs (best's 24)
+    assert "--epochs 11 --size-epochs 6,3,2" in cfg.command("r")  # which the recorded command repeats
     # --lrs are scaled alike
     stages = plan_stages(TrainConfig(sizes=[64, 96], lrs=[1e-4, 2e-4, 4e-4], resize_lr=0.5).validate())
     assert [s.lrs for s in stages] == [pytest.approx((1e-4, 2e-4, 4e-4)), pytest.approx((5e-5, 1e-4, 2e-4))]
@@ -139,6 +140,7 @@ def test_size_epochs_and_resize_lr_shape_each_sizes_stage():
     ({"sizes": [64, 96], "size_epochs": [1, 2], "schedule": "sgdr"}, "not with --schedule sgdr"),
     ({"sizes": [64, 96], "resize_lr": 0.5, "lr": "auto"}, "--resize-lr 0.5 needs --sizes and a fixed --lr"),
     ({"resize_lr": 0.5}, "--resize-lr 0.5 needs --sizes"),
+    ({"sizes": [64, 96], "size_epochs": [2, 2], "epochs": 5}, "--epochs 5 and --size-epochs 2,2 disagree"),
 ])
 def test_size_epochs_and_resize_lr_are_refused_where_they_cannot_apply(kw, message):
     with pytest.raises(GerminateError, match=message):
