@@ -23,7 +23,7 @@ def _chelsea(size: int = 224) -> torch.Tensor:
     from PIL import Image
 
     img = Image.fromarray(skimage.data.chelsea()).resize((size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(img)).permute(2, 0, 1)[None].float()
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()  # a writable copy
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_lite0"])
