@@ -343,15 +343,15 @@ class TrainConfig:
                                 self.unfrozen_parts() >= len(self.sizes)),
              f"--sizes takes two or more increasing sizes, at most one per SGDR cycle (or, with other schedules, "
              f"per epoch) of the unfrozen stage ({self.unfrozen_parts()} here), got "
-             f"{','.join(str(x) for x in self.sizes or [])}"),
+             f"{_joined(self.sizes)}"),
             (not self.size_epochs or self.epochs in (None, sum(self.size_epochs)),
-             f"--epochs {self.epochs} and --size-epochs {','.join(str(x) for x in self.size_epochs or [])} disagree: "
+             f"--epochs {self.epochs} and --size-epochs {_joined(self.size_epochs)} disagree: "
              f"give one of them"),
             (not self.size_epochs or (self.sizes and len(self.size_epochs) == len(self.sizes)
                                       and self.schedule != "sgdr"),
              f"--size-epochs takes one epoch count per size of --sizes ({len(self.sizes or [])} here), and not with "
              f"--schedule sgdr (its cycles decide each size's epochs), got "
-             f"{','.join(str(x) for x in self.size_epochs or [])}"),
+             f"{_joined(self.size_epochs)}"),
             (self.resize_lr == 1 or (self.sizes and self.lr != "auto"),
              f"--resize-lr {self.resize_lr:g} needs --sizes and a fixed --lr (with --lr auto each size's range test "
              f"picks its LR)"),
@@ -371,6 +371,11 @@ class TrainConfig:
 
         check_arch(self.arch)  # before any data is read
         return self
+
+
+def _joined(values: list | None) -> str:
+    """A list as it is given on the command line: 128,192."""
+    return ",".join(str(x) for x in values or [])
 
 
 def cli_fields() -> list[dataclasses.Field]:

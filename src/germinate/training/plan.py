@@ -177,8 +177,8 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
         total, n = unfrozen.n_epochs(), len(cfg.sizes)
         parts = [{"epochs": total // n + (i >= n - total % n)} for i in range(n)]
     # --resize-lr: a later size continues a model that is already good, so it may restart lower
-    for i, part in enumerate(parts):
-        if body_lrs is not None:
+    if body_lrs is not None:
+        for i, part in enumerate(parts):
             part["lrs"] = tuple(x * cfg.resize_lr ** i for x in body_lrs)
     resized = [dataclasses.replace(unfrozen, name=f"unfrozen-{px}", size=px, **part)
                for px, part in zip(cfg.sizes, parts)]
