@@ -77,6 +77,9 @@ SETTINGS = {
     "sizes-224-e12-8-r03": "--sizes 128,224 --size-epochs 12,8 --resize-lr 0.3",
     # best's time on the next offline backbone (about 1.3x Lite0's cost per epoch), 4 fewer epochs
     "lite1-sizes-e10-8": "--arch efficientnet_lite1 --sizes 128,192 --size-epochs 10,8",
+    # class-balanced sampling on the default: each class drawn equally often, or by the root of its count
+    "sampler-balanced": "--sampler balanced",
+    "sampler-sqrt": "--sampler sqrt",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": f"{RECIPE} --lr 1e-3 --lr-ratio 1",
     "default-ls": f"{FAST_E8} --label-smoothing 0.1",  # label smoothing on the plain loop

@@ -176,6 +176,9 @@ class TrainConfig:
     class_weights: str = setting("none", "weight the training loss per class: balanced (n / (classes x count), every "
                                  "class counts equally), sqrt (its square root, milder) or none", "str",
                                  "optimisation", choices=("none", "balanced", "sqrt"))
+    sampler: str = setting("shuffle", "how an epoch draws training images: shuffle (each once), balanced (with "
+                           "replacement, every class equally often) or sqrt (each class in proportion to the "
+                           "square root of its count)", "str", "optimisation", choices=("shuffle", "balanced", "sqrt"))
     # the learning rate: the head's peak; "auto" runs the LR range test before each stage
     lr: float | str = setting(1e-3, "the head's peak LR (earlier groups get lr/r, lr/r^2), or auto: the LR range "
                               "test before each stage", "lr", "recipe")

@@ -1,4 +1,4 @@
-"""--class-weights: rarer classes weigh more in the training loss."""
+"""--class-weights: rarer classes weigh more in the training loss; --sampler: or are drawn more often."""
 
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from germinate import TrainConfig, create_learner
-from germinate.training.class_weights import class_weights
+from germinate.data.loaders import EpochBatches
+from germinate.training.class_weights import class_weights, sample_weights
 from tests.conftest import make_labelled
 
 
@@ -38,3 +39,39 @@ def test_the_learner_weights_its_loss_by_the_training_split(tmp_path: Path):
     by_hand = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * learn.loss_fn.weight.cpu()[y]).sum()
     assert float(learn.loss_fn.cpu()(logits, y)) == pytest.approx(float(by_hand / learn.loss_fn.weight.cpu()[y].sum()), rel=1e-5)
     assert create_learner(TrainConfig(train_dir=str(train_dir), size=32, bs=8, quiet=True)).loss_fn.weight is None
+
+
+def test_a_balanced_epoch_draws_every_class_about_equally_often():
+    labels = np.array([0] * 300 + [1] * 100 + [2] * 600)
+    counts = {}
+    for mode in ("shuffle", "balanced", "sqrt"):
+        order = EpochBatches(len(labels), 50, seed=3, weights=sample_weights(labels, 3, mode))
+        order.set_epoch(("e", 0))
+        idx = np.concatenate(order.batches())
+        assert len(idx) == len(labels)  # an epoch is as long as the split, whatever the sampler
+        counts[mode] = np.bincount(labels[idx], minlength=3) / len(idx)
+        again = EpochBatches(len(labels), 50, seed=3, weights=sample_weights(labels, 3, mode))
+        again.set_epoch(("e", 0), start=4)  # resuming mid-epoch gives the same batches from there
+        assert all((a == b).all() for a, b in zip(again, order.batches()[4:]))
+    assert np.allclose(counts["shuffle"], [0.3, 0.1, 0.6])  # each image once
+    assert np.allclose(counts["balanced"], 1 / 3, atol=0.05)  # 1000 draws: a few points of noise
+    root = np.sqrt([300, 100, 600])
+    assert np.allclose(counts["sqrt"], root / root.sum(), atol=0.05)
+    assert sample_weights(labels, 3, "shuffle") is None
+
+
+def test_the_learner_draws_its_epochs_by_the_sampler(tmp_path: Path):
+    train_dir = make_labelled(tmp_path / "train", per_class=12)
+    for f in sorted((train_dir / "Red leaf").iterdir())[3:]:
+        f.unlink()  # Red leaf: 3 images, the other classes 12
+    labels_seen = {}
+    for sampler in ("shuffle", "balanced"):
+        cfg = TrainConfig(train_dir=str(train_dir), size=32, bs=4, quiet=True, valid_pct=0.25, sampler=sampler)
+        learn = create_learner(cfg)
+        red = learn.data.classes.index("Red leaf")
+        ys = torch.cat([y for key in range(20) for _, y in learn._train_batches(("e", key), 0, precompute=True)])
+        labels_seen[sampler] = float((ys == red).float().mean())
+        assert learn.steps_per_epoch() == len(learn.data.train) // 4
+    share = float(np.mean(learn.data.train.labels == red))
+    assert labels_seen["shuffle"] <= share + 1e-6  # each image at most once an epoch (ragged batch dropped)
+    assert labels_seen["balanced"] > 2 * share  # the rare class drawn about a third of the time

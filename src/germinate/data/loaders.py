@@ -33,10 +33,16 @@ def index_batches(n: int, bs: int) -> list[np.ndarray]:
 
 class EpochBatches:
     """The batches of indices of one epoch. `set_epoch(key, start)` picks the shuffle (`key`: any
-    tuple of ints/strings) and the first batch to yield (for resuming mid-epoch)."""
+    tuple of ints/strings) and the first batch to yield (for resuming mid-epoch).
 
-    def __init__(self, n: int, bs: int, seed: int, shuffle: bool = True):
+    With `weights` (one per sample), an epoch is n draws with replacement, sample i drawn with
+    probability weights[i] / sum(weights), instead of a permutation (class-balanced sampling)."""
+
+    def __init__(self, n: int, bs: int, seed: int, shuffle: bool = True, weights: np.ndarray | None = None):
         self.n, self.bs, self.seed, self.shuffle = n, bs, seed, shuffle
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        if self.weights is not None and (len(self.weights) != n or not shuffle):
+            raise ValueError("weights need one value per sample, and a shuffled order")
         # Drop a ragged last batch while training: a batch of one breaks batchnorm.
         self.drop_last = shuffle and n > bs
         self.key: tuple = ()
@@ -50,7 +56,10 @@ class EpochBatches:
         """This epoch's batches of indices, in order, from the first."""
         if self.shuffle:
             g = torch.Generator().manual_seed(derive_seed(self.seed, *self.key))
-            order = torch.randperm(self.n, generator=g).numpy()
+            if self.weights is None:
+                order = torch.randperm(self.n, generator=g).numpy()
+            else:
+                order = torch.multinomial(self.weights, self.n, replacement=True, generator=g).numpy()
         else:
             order = np.arange(self.n)
         stop = self.n - self.n % self.bs if self.drop_last else self.n

@@ -1,4 +1,5 @@
-"""Per-class weights for the training loss (`--class-weights`): rare classes count for more.
+"""Per-class weights for the training loss (`--class-weights`) or for drawing training images
+(`--sampler`): rare classes count for more, or are seen more often.
 
 "balanced" is scikit-learn's n_samples / (n_classes * count): every class contributes equally to
 the loss. "sqrt" is its square root, halfway (in log terms) between that and no weights.
@@ -19,3 +20,10 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray |
     w = np.ones(n_classes)
     w[present] = compute_class_weight("balanced", classes=present, y=labels)
     return np.sqrt(w) if mode == "sqrt" else w
+
+
+def sample_weights(labels: np.ndarray, n_classes: int, mode: str) -> np.ndarray | None:
+    """Each training image's chance of being drawn (`--sampler`), up to a constant: its class's
+    weight, so that with "balanced" every class is drawn equally often; None for "shuffle"."""
+    w = class_weights(labels, n_classes, "none" if mode == "shuffle" else mode)
+    return None if w is None else w[labels]

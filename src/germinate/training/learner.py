@@ -31,7 +31,7 @@ from germinate.models.export import load_state_checked, save_weights
 from germinate.models.network import Network
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
-from germinate.training.class_weights import class_weights
+from germinate.training.class_weights import class_weights, sample_weights
 from germinate.training.distributed import SINGLE, World
 from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
@@ -218,7 +218,7 @@ class Learner:
 
     def _train_batches(self, key: tuple, start: int, precompute: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches of one epoch from batch `start`: images, or precomputed features."""
-        batches = EpochBatches(len(self.data.train), self.cfg.bs * self.world.size, self.cfg.seed)
+        batches = self._epoch_batches()
         batches.set_epoch(key, start)
         todo = [self.world.my_slice(b) for b in batches]  # each rank its part of every global batch
         labels = torch.as_tensor(self.data.train.labels, device=self.device)
@@ -234,7 +234,12 @@ class Learner:
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one training epoch (a step takes --bs images on every process)."""
-        return len(EpochBatches(len(self.data.train), self.cfg.bs * self.world.size, self.cfg.seed))
+        return len(self._epoch_batches())
+
+    def _epoch_batches(self) -> EpochBatches:
+        """The global batches of a training epoch (every process's share of each), as --sampler draws them."""
+        weights = sample_weights(self.data.train.labels, len(self.data.classes), self.cfg.sampler)
+        return EpochBatches(len(self.data.train), self.cfg.bs * self.world.size, self.cfg.seed, weights=weights)
 
     # ---- the frozen body: batchnorm statistics and precomputed features ------------------------
     def recalibrate_bn(self, max_images: int = BN_IMAGES) -> None:
