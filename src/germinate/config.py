@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from germinate.errors import GerminateError
+from germinate.models.plant_mask import MASKS
 
 # The model is validated and used at this many times the training size: random-crop training
 # shows objects bigger than a plain resize does, and the ImageNet backbone prefers more pixels
@@ -159,6 +160,9 @@ class TrainConfig:
     augment: str = setting("auto", "where training views are made: batch (all at once on the training device), "
                            "image (one at a time by torchvision on the CPU); auto: batch on CUDA, image on CPU",
                            "str", "augmentation", choices=("auto", "batch", "image"))
+    mask: str = setting("none", "green: black out every pixel that is not plant (excess-green threshold, dilated), "
+                        "in training and prediction; none: the whole photo", "str", "augmentation",
+                        choices=MASKS)
     # model
     arch: str = setting("efficientnet_lite0", "backbone: efficientnet_lite0/1/2 (offline), resnet18..152, or a timm name",
                         "str", "model", metavar="NAME")

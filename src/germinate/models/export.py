@@ -19,10 +19,13 @@ from safetensors.torch import load_file, save_file
 from germinate._version import __version__
 from germinate.errors import GerminateError
 from germinate.models.network import Network, create_network
+from germinate.models.plant_mask import MASKS
 from germinate.utils import atomic_path, write_text_atomic
 
 FORMAT = "germinate-model"
-FORMAT_VERSION = 1
+# 2: a model with a --mask. Its model.json says 2 so that a germinate that cannot mask refuses it
+# (rather than showing it unmasked images); every other model still says 1.
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -43,6 +46,7 @@ class ModelInfo:
     files: dict[str, str] = field(default_factory=dict)  # weights file -> sha256
     snapshots: list[str] = field(default_factory=list)  # extra weights files averaged at predict time
     weights: str = "model.safetensors"  # the main weights file (an ensemble's: its first member's)
+    mask: str = "none"  # --mask: applied inside the network
 
     @property
     def eval_size(self) -> int:
@@ -78,7 +82,8 @@ def export_model(net: Network, folder: str | Path, info: ModelInfo, snapshots: l
 
 
 def _write_info(folder: Path, info: ModelInfo) -> Path:
-    write_text_atomic(folder / "model.json", json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)}, indent=2))
+    version = 2 if info.mask != "none" else 1
+    write_text_atomic(folder / "model.json", json.dumps({"format": FORMAT, "format_version": version, **asdict(info)}, indent=2))
     return folder / "model.json"
 
 
@@ -115,9 +120,12 @@ def read_info(folder: str | Path) -> ModelInfo:
         raise GerminateError(f"{path} was written by a newer germinate ({raw.get('germinate_version')}); upgrade")
     fields = ModelInfo.__dataclass_fields__
     try:
-        return ModelInfo(**{k: v for k, v in raw.items() if k in fields})
+        info = ModelInfo(**{k: v for k, v in raw.items() if k in fields})
     except TypeError as e:
         raise GerminateError(f"{path} is missing fields: {e}") from e
+    if info.mask not in MASKS:
+        raise GerminateError(f"{path} asks for a mask germinate does not know ({info.mask!r}; known: {', '.join(MASKS)})")
+    return info
 
 
 def load_weights(folder: Path, name: str, info: ModelInfo) -> dict[str, torch.Tensor]:
@@ -168,6 +176,7 @@ def load_model(folder: str | Path, snapshots: bool = False) -> tuple[list[Networ
     nets = []
     for name in names:
         net = create_network(info.arch, len(info.classes), pretrained=False, hidden=info.hidden, dropout=info.dropout)
+        net.use_mask(info.mask)
         load_state_checked(net, load_weights(folder, name, info), str(folder / name))
         nets.append(net.eval())
     return (nets if snapshots else nets[0]), info

@@ -8,6 +8,7 @@ from torch import nn
 from germinate.errors import GerminateError
 from germinate.models.backbones import Backbone, create_backbone
 from germinate.models.head import ConcatPool, create_head
+from germinate.models.plant_mask import apply_mask
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -36,6 +37,7 @@ class Network(nn.Module):
         self.fixed_params: set[int] = set()
         self._n_fixed = 0
         self.bn_frozen = False
+        self.mask = "none"
 
     @property
     def blocks(self) -> list[nn.ModuleList]:
@@ -76,6 +78,13 @@ class Network(nn.Module):
                     m.eval()
         return self
 
+    def use_mask(self, mask: str) -> Network:
+        """Black out what is not plant before the body sees it (`--mask`; see plant_mask.py). It is
+        part of the network, so an exported or ONNX model applies it too."""
+        apply_mask(torch.zeros(1, 3, 1, 1), mask)  # refuses an unknown name now
+        self.mask = mask
+        return self
+
     def use_channels_last(self, on: bool = True) -> Network:
         """Store activations NHWC: much faster convolutions with oneDNN on CPU and on tensor cores."""
         self.channels_last = on
@@ -83,7 +92,7 @@ class Network(nn.Module):
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 / 0-255 images -> normalised float in the layout the body wants."""
-        x = (x.float() - self.mean) / self.std
+        x = (apply_mask(x, self.mask).float() - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

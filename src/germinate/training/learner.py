@@ -75,6 +75,7 @@ class Learner:
             else:
                 reporter.info(f"every block of {cfg.arch} trains: germinate does not know its blocks to fix")
         self.net.freeze_bn(cfg.freeze_bn)
+        self.net.use_mask(cfg.mask)
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
