@@ -75,6 +75,8 @@ SETTINGS = {
     # 2 epochs at 160 px, and best's second half shorter and larger (8 epochs at 224 px)
     "sizes-160-e10-2-r03": "--sizes 128,160 --size-epochs 10,2 --resize-lr 0.3",
     "sizes-224-e12-8-r03": "--sizes 128,224 --size-epochs 12,8 --resize-lr 0.3",
+    # best's shape in the default's time: 8 epochs at 112 px, then 4 at 160 (restarting at 1e-3), used at 200
+    "sizes-112-160-e8-4": "--sizes 112,160 --size-epochs 8,4",
     # best's time on the next offline backbone (about 1.3x Lite0's cost per epoch), 4 fewer epochs
     "lite1-sizes-e10-8": "--arch efficientnet_lite1 --sizes 128,192 --size-epochs 10,8",
     # class-balanced sampling on the default: each class drawn equally often, or by the root of its count

@@ -82,6 +82,7 @@ def test_health_ready_model_and_openapi(served: Server, tiny_run: Path):
     model = httpx.get(f"{served.url}/model").json()
     assert model["classes"] == ["Blue leaf", "Green-leaf", "Red leaf"] and model["arch"] == "efficientnet_lite0"
     assert model["tta_views"] == 8 and model["flip"] == "top-down" and model["backend"] == "pytorch"
+    assert model["mask"] == "none"
     import json
 
     final = json.loads((tiny_run / "final.json").read_text())

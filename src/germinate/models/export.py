@@ -82,7 +82,7 @@ def export_model(net: Network, folder: str | Path, info: ModelInfo, snapshots: l
 
 
 def _write_info(folder: Path, info: ModelInfo) -> Path:
-    version = 2 if info.mask != "none" else 1
+    version = FORMAT_VERSION if info.mask != "none" else 1
     write_text_atomic(folder / "model.json", json.dumps({"format": FORMAT, "format_version": version, **asdict(info)}, indent=2))
     return folder / "model.json"
 

@@ -81,7 +81,7 @@ class Predictor:
         scores = json.loads(final.read_text()) if final.exists() else None
         return {
             "classes": self.info.classes, "arch": self.info.arch, "train_size": self.info.size,
-            "test_size": self.info.eval_size, "flip": self.info.flip, "tta_views": len(self.views),
+            "test_size": self.info.eval_size, "flip": self.info.flip, "mask": self.info.mask, "tta_views": len(self.views),
             "germinate_version": self.info.germinate_version, "weights_sha256": self.info.files,
             "snapshots": len(self.info.snapshots), "backend": self.backend, "ambiguous_below": self.ambiguous_below,
             "validation_f1_micro": scores and {"plain": scores["plain"]["f1_micro"], "tta": scores["tta"]["f1_micro"]},
