@@ -347,3 +347,17 @@ def test_progressive_resizing_trains_each_stage_at_its_size(labelled: Path, tmp_
         assert x.shape[-2:] == (px, px)
         # validated at 1.25x the size it trains at, not at the final model's size
         assert next(learn.plain("valid", [np.arange(2)])).shape[-2:] == (valid_px, valid_px)
+
+
+def test_valid_every_validates_every_nth_epoch_and_each_stage_end(labelled: Path, tmp_path: Path):
+    cfg = TrainConfig.from_preset("fast", train_dir=str(labelled), sizes=[32, 40], size_epochs=[5, 2], bs=8,
+                                  valid_every=2, fixed_blocks=0, quiet=True, seed=5)
+    train(cfg, tmp_path / "run")
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    validated = [(r["stage"], int(r["epoch"])) for r in rows if r["f1_micro"]]
+    # every 2nd epoch of each stage, and each stage's last (5 of the first, 2 of the second)
+    assert validated == [("unfrozen-32", 2), ("unfrozen-32", 4), ("unfrozen-32", 5), ("unfrozen-40", 2)]
+    assert all(r["train_loss"] and not r["valid_loss"] for r in rows if not r["f1_micro"])
+    assert len(rows) == 7 and (tmp_path / "run" / "curves.png").stat().st_size > 0
+    assert (tmp_path / "run" / "final.json").exists()

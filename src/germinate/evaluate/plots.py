@@ -72,8 +72,10 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     x = np.arange(1, len(history) + 1)
     ax1.plot(x, [h["train_loss"] for h in history], "o-", label="train loss")
-    ax1.plot(x, [h["valid_loss"] for h in history], "o-", label="valid loss")
-    ax2.plot(x, [h["f1_micro"] for h in history], "o-", color="C2", label="valid micro-F1")
+    # With --valid-every N (or a final fit on all the data) some epochs have no validation.
+    xv = [i for i, h in zip(x, history) if "f1_micro" in h]
+    ax1.plot(xv, [h["valid_loss"] for h in history if "f1_micro" in h], "o-", label="valid loss")
+    ax2.plot(xv, [h["f1_micro"] for h in history if "f1_micro" in h], "o-", color="C2", label="valid micro-F1")
     for ax in (ax1, ax2):
         for i in range(1, len(history)):
             if history[i]["stage"] != history[i - 1]["stage"]:

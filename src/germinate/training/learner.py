@@ -360,7 +360,8 @@ class Learner:
         return self._epoch.loss_sum / max(self._epoch.count, 1)
 
     def fit_stage(self, stage: Stage) -> None:
-        """Run `stage` from the current position to its end (validating after every epoch)."""
+        """Run `stage` from the current position to its end (validating after every --valid-every-th epoch
+        and the last)."""
         if stage.lrs is None:
             raise GerminateError(f"stage {stage.name} has no learning rates")
         self.freeze_to(stage.frozen_groups)
@@ -376,7 +377,7 @@ class Learner:
             self._average_statistics()
             seconds = time.perf_counter() - self._epoch.started
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
-                   **(self._validate(self.uses_precompute(stage)) if self.validating else {})}
+                   **(self._validate(self.uses_precompute(stage)) if self._validates(stage, epoch) else {})}
             self.history.append({**row, "seconds": seconds})
             self.pos.epoch, self.pos.batch = epoch + 1, 0
             self._epoch = _EpochStats()
@@ -384,6 +385,10 @@ class Learner:
         if not self.uses_precompute(stage):
             self._features = None  # the body (or its batchnorm statistics) changed
         self.pos = Position(self.pos.stage + 1)
+
+    def _validates(self, stage: Stage, epoch: int) -> bool:
+        """Whether `epoch` (0-based) of `stage` is validated: every --valid-every-th and the stage's last."""
+        return self.validating and ((epoch + 1) % self.cfg.valid_every == 0 or epoch + 1 == stage.n_epochs())
 
     def _average_statistics(self) -> None:
         """With several processes: batchnorm running statistics averaged over them (DDP gives
