@@ -228,7 +228,7 @@ class TrainConfig:
                                   "the one exported (the validation figures stay the first fit's)", "bool", "recipe")
     # evaluation
     valid_every: int = setting(1, "validate after every N-th epoch of a stage and after its last; the epochs between "
-                               "train on (each validation takes about a sixth of a default epoch's time)", "int",
+                               "only train (on the default a validation costs about 7% of an epoch)", "int",
                                "evaluation", bound=INT1, metavar="N")
     tta: int | None = setting(None, "TTA views besides the plain one for the final evaluation", "int", "evaluation",
                               bound=Bound(0, 64, integer=True), metavar="N",
