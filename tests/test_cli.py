@@ -309,3 +309,11 @@ def test_cache_info_and_clear(tmp_path: Path, labelled: Path, capsys):
     assert code == 0 and "removed 1 cached size(s)" in out
     code, out, _ = run_cli(["cache", "--info", "--cache-dir", tmp_path / "c"], capsys)
     assert "0.0 MiB in 0 size(s)" in out
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["lr-find"], ["predict"], ["evaluate"], ["show-batch"], ["report"],
+                                     ["serve"], ["export"], ["cache"]])
+def test_every_help_page_prints(command, capsys):
+    # argparse formats help strings with %: a stray one in a setting's help would crash --help
+    code, out, err = run_cli([*command, "--help"], capsys)
+    assert code == 0 and "usage: germinate" in out and not err
