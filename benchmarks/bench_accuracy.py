@@ -84,6 +84,8 @@ SETTINGS = {
     "sampler-sqrt": "--sampler sqrt",
     # the Kaggle plant mask on the default: soil blacked out (published ablations found it hurt the grasses)
     "mask-green": "--mask green",
+    # the default with a linear warm-up over the first 10% of its cosine
+    "warmup10": "--warmup-pct 0.1",
     # the recipe (head stage, SGDR) at the plain loop's LRs: one LR of 1e-3 for every layer
     "plain-lrs": f"{RECIPE} --lr 1e-3 --lr-ratio 1",
     "default-ls": f"{FAST_E8} --label-smoothing 0.1",  # label smoothing on the plain loop
