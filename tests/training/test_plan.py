@@ -21,6 +21,18 @@ def test_the_default_plan_is_one_cosine_over_the_whole_network_at_one_lr():
     assert TrainConfig.from_preset("recipe").fixed_blocks == 0 and TrainConfig.from_preset("best").fixed_blocks == 3
 
 
+def test_the_default_warms_up_over_a_tenth_of_its_cosine_and_recipe_and_best_do_not():
+    (unfrozen,) = plan_stages(TrainConfig())
+    sched = unfrozen.make_schedule(100)  # 1,200 steps: a linear climb over the first 120, the cosine throughout
+    mults = [sched.lr_mult(step) for step in range(1200)]
+    assert mults[0] == pytest.approx(1 / 121) and mults[59] == pytest.approx(60 / 121, rel=0.01)
+    assert all(a < b for a, b in zip(mults[:120], mults[1:121]))  # climbing to the 121st step
+    assert mults[120] > 0.95 and all(a >= b for a, b in zip(mults[120:], mults[121:])) and mults[-1] < 1e-4
+    for preset in ("recipe", "best"):  # measured without one
+        assert all(s.make_schedule(100).lr_mult(0) == pytest.approx(1.0) for s in plan_stages(TrainConfig.from_preset(preset))
+                   if s.schedule == "cosine" or s.frozen_groups == 0)
+
+
 def test_the_recipe_preset_is_the_course_recipe():
     head, unfrozen = plan_stages(TrainConfig.from_preset("recipe"))
     assert (head.name, head.frozen_groups, head.n_epochs(), head.cycles, head.precompute, head.lrs) == ("head", 2, 4, 4, True, None)
