@@ -63,6 +63,9 @@ def test_a_masked_network_does_not_see_the_soil_and_an_export_keeps_the_mask(tmp
         assert not torch.allclose(net(x), net(other_soil), atol=1e-4)  # unmasked, the soil counts
         net.use_mask("green")
         assert torch.allclose(net(x), net(other_soil), atol=1e-5)  # masked, only the leaf does
+    with pytest.raises(ValueError):
+        net.use_mask("blue")
+    assert net.mask == "green"  # refused, and the mask it had is kept
     info = ModelInfo("efficientnet_lite0", ["a", "b", "c"], 64, 90, [0.5] * 3, [0.5] * 3, "top-down", mask="green")
     export_model(net, tmp_path, info)
     loaded, read = load_model(tmp_path)

@@ -8,7 +8,7 @@ from torch import nn
 from germinate.errors import GerminateError
 from germinate.models.backbones import Backbone, create_backbone
 from germinate.models.head import ConcatPool, create_head
-from germinate.models.plant_mask import MASKS, apply_mask
+from germinate.models.plant_mask import apply_mask, check_mask
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -81,9 +81,7 @@ class Network(nn.Module):
     def use_mask(self, mask: str) -> Network:
         """Black out what is not plant before the body sees it (`--mask`; see plant_mask.py). It is
         part of the network, so an exported or ONNX model applies it too."""
-        if mask not in MASKS:
-            raise ValueError(f"Invalid mask {mask!r}; valid: {', '.join(MASKS)}")
-        self.mask = mask
+        self.mask = check_mask(mask)
         return self
 
     def use_channels_last(self, on: bool = True) -> Network:

@@ -33,11 +33,16 @@ def green_mask(x: torch.Tensor, threshold: float = GREEN_THRESHOLD) -> torch.Ten
     return F.max_pool2d(plant, 2 * radius + 1, stride=1, padding=radius)
 
 
+def check_mask(mask: str) -> str:
+    """`mask` when it is one of MASKS; a ValueError otherwise."""
+    if mask not in MASKS:
+        raise ValueError(f"Invalid mask {mask!r}; valid: {', '.join(MASKS)}")
+    return mask
+
+
 def apply_mask(x: torch.Tensor, mask: str) -> torch.Tensor:
     """Images with the soil blacked out ("green"), or unchanged ("none"), as float 0-255."""
-    if mask == "none":
+    if check_mask(mask) == "none":
         return x
-    if mask != "green":
-        raise ValueError(f"Invalid mask {mask!r}; valid: {', '.join(MASKS)}")
     x = x.float()
     return x * green_mask(x)
