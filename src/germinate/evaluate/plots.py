@@ -74,8 +74,9 @@ def plot_curves(history: Sequence[dict], path: str | Path) -> None:
     ax1.plot(x, [h["train_loss"] for h in history], "o-", label="train loss")
     # With --valid-every N (or a final fit on all the data) some epochs have no validation.
     xv = [i for i, h in zip(x, history) if "f1_micro" in h]
-    ax1.plot(xv, [h["valid_loss"] for h in history if "f1_micro" in h], "o-", label="valid loss")
-    ax2.plot(xv, [h["f1_micro"] for h in history if "f1_micro" in h], "o-", color="C2", label="valid micro-F1")
+    validated = [history[i - 1] for i in xv]
+    ax1.plot(xv, [h["valid_loss"] for h in validated], "o-", label="valid loss")
+    ax2.plot(xv, [h["f1_micro"] for h in validated], "o-", color="C2", label="valid micro-F1")
     for ax in (ax1, ax2):
         for i in range(1, len(history)):
             if history[i]["stage"] != history[i - 1]["stage"]:
