@@ -317,3 +317,26 @@ def test_every_help_page_prints(command, capsys):
     # argparse formats help strings with %: a stray one in a setting's help would crash --help
     code, out, err = run_cli([*command, "--help"], capsys)
     assert code == 0 and "usage: germinate" in out and not err
+
+
+def test_every_accuracy_benchmark_setting_is_a_valid_run(tmp_path, capsys):
+    # bench_accuracy.py passes each setting's flags to `germinate train`: a typo or a combination
+    # the CLI refuses would otherwise show only when a 7-25 minute benchmark run starts
+    import importlib.util
+
+    from germinate.cli import _config_from, build_parser
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_accuracy.py"
+    spec = importlib.util.spec_from_file_location("bench_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert {"default", "best", "recipe", "warmup10"} <= set(bench.SETTINGS)
+    for name, flags in bench.SETTINGS.items():
+        try:
+            cfg = _config_from(build_parser().parse_args(["train", str(tmp_path), *flags.split()]))
+        except SystemExit:
+            pytest.fail(f"{name}: {flags!r} is refused: {capsys.readouterr().err}")
+        assert cfg.train_dir == str(tmp_path), name
+    # settings measured before the warm-up keep their meaning; the default and the presets set their own
+    assert _config_from(build_parser().parse_args(["train", str(tmp_path), *bench.SETTINGS["fixed3-e12"].split()])).warmup_pct == 0
+    assert _config_from(build_parser().parse_args(["train", str(tmp_path), *bench.SETTINGS["default"].split()])).warmup_pct == 0.1
