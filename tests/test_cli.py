@@ -330,13 +330,17 @@ def test_every_accuracy_benchmark_setting_is_a_valid_run(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_accuracy", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert {"default", "best", "recipe", "warmup10"} <= set(bench.SETTINGS)
-    for name, flags in bench.SETTINGS.items():
+
+    def config(name):
+        flags = bench.SETTINGS[name]
         try:
-            cfg = _config_from(build_parser().parse_args(["train", str(tmp_path), *flags.split()]))
+            return _config_from(build_parser().parse_args(["train", str(tmp_path), *flags.split()]))
         except SystemExit:
             pytest.fail(f"{name}: {flags!r} is refused: {capsys.readouterr().err}")
-        assert cfg.train_dir == str(tmp_path), name
+
+    assert {"default", "best", "recipe", "warmup10"} <= set(bench.SETTINGS)
+    for name in bench.SETTINGS:
+        assert config(name).train_dir == str(tmp_path), name
     # settings measured before the warm-up keep their meaning; the default and the presets set their own
-    assert _config_from(build_parser().parse_args(["train", str(tmp_path), *bench.SETTINGS["fixed3-e12"].split()])).warmup_pct == 0
-    assert _config_from(build_parser().parse_args(["train", str(tmp_path), *bench.SETTINGS["default"].split()])).warmup_pct == 0.1
+    assert config("fixed3-e12").warmup_pct == 0 and config("best").warmup_pct == 0
+    assert config("default").warmup_pct == 0.1 and config("rotate-180").warmup_pct == 0.1
