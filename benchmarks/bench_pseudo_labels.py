@@ -47,20 +47,21 @@ def figures(run: Path) -> str:
     return f"{final['plain']['f1_micro']:.3f} / {final['tta']['f1_micro']:.3f}"
 
 
-def make_folders(teacher: Path, probs: Path, threshold: float, where: Path) -> int:
+def make_folders(teacher: Path, probs: Path, threshold: float, where: Path) -> tuple[int, int]:
     """train/ (the teacher's training split plus the confident test images) and valid/ (its
-    validation split) under `where`, as symlinks; the number of pseudo-labelled images."""
+    validation split) under `where`, as symlinks; (test images taken, test images labelled)."""
     if not (where / "valid").exists():
         with open(teacher / "split.csv") as f:
             for row in csv.DictReader(f):
                 dst = where / row["split"] / row["class"] / Path(row["file"]).name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.symlink_to((DATA / "train" / row["file"]).resolve())
-    taken = 0
+    taken = labelled = 0
     with open(probs) as f:
         reader = csv.reader(f)
         classes = next(reader)[1:]
         for row in reader:
+            labelled += 1
             p = [float(v) for v in row[1:]]
             k = max(range(len(p)), key=p.__getitem__)
             if p[k] >= threshold:
@@ -68,7 +69,7 @@ def make_folders(teacher: Path, probs: Path, threshold: float, where: Path) -> i
                 if not dst.is_symlink():
                     dst.symlink_to((DATA / "test" / row[0]).resolve())
                 taken += 1
-    return taken
+    return taken, labelled
 
 
 def main() -> int:
@@ -100,7 +101,7 @@ def main() -> int:
             seconds = germinate("predict", str(teacher), str(DATA / "test"), "--submission",
                                 str(where / "teacher_submission.csv"), "--probs", str(probs))
             (where / "labelling_seconds").write_text(f"{seconds:.1f}\n")
-        taken = make_folders(teacher, probs, args.threshold, where)
+        taken, labelled = make_folders(teacher, probs, args.threshold, where)
         student = where / "student"
         if not (student / "final.json").exists():
             resume = ["--resume", str(student)] if student.exists() else [
@@ -114,7 +115,7 @@ def main() -> int:
         minutes = [float((where / name).read_text()) / 60 if (where / name).exists() else float("nan")
                    for name in ("labelling_seconds", "student_seconds")]
         alone = RUNS / f"{args.student}-seed{seed}"
-        print(f"| {seed} | {figures(teacher)} | {taken} of {sum(1 for _ in open(probs)) - 1} | {figures(student)} | "
+        print(f"| {seed} | {figures(teacher)} | {taken} of {labelled} | {figures(student)} | "
               f"{figures(alone) if (alone / 'final.json').exists() else 'not run'} | "
               f"{json.loads(both.read_text())['f1_micro']:.3f} | {minutes[0]:.1f} + {minutes[1]:.1f} |", flush=True)
     return 0

@@ -1,12 +1,12 @@
 """How much the source images' resolution limits accuracy: a run on the shared images shrunk.
 
 The shared images are 150 px (Kaggle's originals are larger). This writes copies of the shared
-training images shrunk to each --px (Lanczos, into --out/px<N>/train/, once) and trains on them
-with the same flags and split seed; the split only depends on the seed and the file list, so every
-source size validates on the same images. The setting is one of bench_accuracy's, and its 150 px
-row is bench_accuracy's own run of it (`--setting default` reads runs/bench-accuracy/default-seed<S>). If accuracy falls
-as the source shrinks at a fixed training size, the detail the source holds is what a model is
-short of, and larger originals would lift it.
+training images shrunk so that their longer side is each --px (Lanczos, into --out/px<N>/train/,
+once) and trains one of bench_accuracy's settings on them with the same split seed; the split only
+depends on the seed and the file list, so every source size validates on the same images. The
+150 px row is bench_accuracy's own run of the setting (`--setting default` reads
+runs/bench-accuracy/default-seed<S>). If accuracy falls as the source shrinks at a fixed training
+size, the detail the source holds is what a model is short of, and larger originals would lift it.
 
     python benchmarks/bench_source_size.py --px 100,125 --seeds 42
 """
@@ -39,7 +39,10 @@ def shrink(px: int, where: Path) -> Path:
             dst = where / "train" / src.parent.name / src.name
             dst.parent.mkdir(parents=True, exist_ok=True)
             with Image.open(src) as im:
-                im.convert("RGB").resize((px, px), Image.Resampling.LANCZOS).save(dst.with_suffix(".png"))
+                scale = px / max(im.size)
+                small = im.convert("RGB").resize((round(im.width * scale), round(im.height * scale)),
+                                                 Image.Resampling.LANCZOS)
+                small.save(dst.with_suffix(".png"))
         done.touch()
     return where / "train"
 
@@ -48,7 +51,8 @@ def figures(run: Path) -> str:
     final = json.loads((run / "final.json").read_text())
     wall = run / "bench_wall_seconds"
     minutes = (float(wall.read_text()) if wall.exists() else final["seconds"]) / 60
-    return f"{final['plain']['f1_micro']:.3f} | {final['tta']['f1_micro']:.3f} | {final['plain']['loss']:.3f} | {minutes:.1f}"
+    plain = final["plain"]
+    return f"{plain['f1_micro']:.3f} | {final['tta']['f1_micro']:.3f} | {plain['loss']:.3f} | {minutes:.1f}"
 
 
 def main() -> int:
