@@ -110,14 +110,15 @@ SETTINGS.update({
 })
 
 
-def run_one(name: str, flags: str, seed: int, out: Path) -> dict:
-    """Train one setting on one seed (unless already done) and read its results."""
+def run_one(name: str, flags: str, seed: int, out: Path, train_dir: Path | None = None) -> dict:
+    """Train one setting on one seed (unless already done; on the shared training images unless
+    `train_dir`) and read its results."""
     run = out / f"{name}-seed{seed}"
     if not (run / "final.json").exists():
         if run.exists():
             cmd = [sys.executable, "-m", "germinate", "train", "--resume", str(run), "--quiet"]
         else:
-            cmd = [sys.executable, "-m", "germinate", "train", str(DATA / "train"), "--out", str(run),
+            cmd = [sys.executable, "-m", "germinate", "train", str(train_dir or DATA / "train"), "--out", str(run),
                    "--seed", str(seed), "--quiet", *flags.split()]
         started = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -126,7 +127,7 @@ def run_one(name: str, flags: str, seed: int, out: Path) -> dict:
     with open(run / "timings.csv") as f:
         unfrozen = [float(r["seconds"]) for r in csv.DictReader(f) if r["stage"].startswith("unfrozen")]
     wall = run / "bench_wall_seconds"
-    return {"f1": final["plain"]["f1_micro"], "tta": final["tta"]["f1_micro"],
+    return {"f1": final["plain"]["f1_micro"], "tta": final["tta"]["f1_micro"], "loss": final["plain"]["loss"],
             "minutes": (float(wall.read_text()) if wall.exists() else final["seconds"]) / 60,
             "epoch_s": statistics.mean(unfrozen) if unfrozen else float("nan"), "epochs": len(unfrozen)}
 

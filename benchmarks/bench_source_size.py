@@ -14,17 +14,14 @@ size, the detail the source holds is what a model is short of, and larger origin
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_accuracy import SETTINGS  # noqa: E402  (the settings' flags, one list for both benchmarks)
+from bench_accuracy import SETTINGS, run_one  # noqa: E402  (one list of settings, one way to run them)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-seedlings"))
@@ -47,12 +44,9 @@ def shrink(px: int, where: Path) -> Path:
     return where / "train"
 
 
-def figures(run: Path) -> str:
-    final = json.loads((run / "final.json").read_text())
-    wall = run / "bench_wall_seconds"
-    minutes = (float(wall.read_text()) if wall.exists() else final["seconds"]) / 60
-    plain = final["plain"]
-    return f"{plain['f1_micro']:.3f} | {final['tta']['f1_micro']:.3f} | {plain['loss']:.3f} | {minutes:.1f}"
+def figures(r: dict) -> str:
+    """A table row's figures from run_one's results."""
+    return f"{r['f1']:.3f} | {r['tta']:.3f} | {r['loss']:.3f} | {r['minutes']:.1f}"
 
 
 def main() -> int:
@@ -69,19 +63,13 @@ def main() -> int:
     print("| source px | split seed | micro-F1 | with TTA | valid loss | minutes |")
     print("| --- | --- | --- | --- | --- | --- |", flush=True)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        ref = RUNS / f"{args.setting}-seed{seed}"
-        if (ref / "final.json").exists():
-            print(f"| 150 (the shared images; `{args.setting}`) | {seed} | {figures(ref)} |", flush=True)
+        if (RUNS / f"{args.setting}-seed{seed}" / "final.json").exists():  # read, never trained here
+            print(f"| 150 (the shared images; `{args.setting}`) | {seed} | "
+                  f"{figures(run_one(args.setting, flags, seed, RUNS))} |", flush=True)
         for px in [int(s) for s in args.px.split(",")]:
             train = shrink(px, out / f"px{px}")
-            run = out / f"{args.setting}-px{px}-seed{seed}"
-            if not (run / "final.json").exists():
-                cmd = ["--resume", str(run)] if run.exists() else [
-                    str(train), "--out", str(run), "--seed", str(seed), *flags.split()]
-                started = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "germinate", "train", *cmd, "--quiet"], check=True)
-                (run / "bench_wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
-            print(f"| {px} | {seed} | {figures(run)} |", flush=True)
+            r = run_one(f"{args.setting}-px{px}", flags, seed, out, train)
+            print(f"| {px} | {seed} | {figures(r)} |", flush=True)
     return 0
 
 
