@@ -107,6 +107,9 @@ SETTINGS.update({
     "min-scale-09": "--min-scale 0.9",  # milder zoom crops
     "rotate-0": "--max-rotate 0",  # no rotation besides the 90-degree turns
     "wd-005": "--wd 0.05",  # five times the weight decay
+    # SGD with Nesterov momentum instead of AdamW (coupled weight decay, so far smaller than AdamW's)
+    "sgd-lr001": "--opt sgd --lr 0.01 --wd 1e-4",
+    "sgd-lr003": "--opt sgd --lr 0.03 --wd 1e-4",
 })
 
 
