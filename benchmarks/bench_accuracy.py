@@ -113,9 +113,10 @@ SETTINGS.update({
 })
 
 
-def run_one(name: str, flags: str, seed: int, out: Path, train_dir: Path | None = None) -> dict:
+def run_one(name: str, flags: str, seed: int, out: Path, train_dir: Path | None = None,
+            valid_dir: Path | None = None) -> dict:
     """Train one setting on one seed (unless already done; on the shared training images unless
-    `train_dir`) and read its results."""
+    `train_dir`, validating on `valid_dir` if given) and read its results."""
     run = out / f"{name}-seed{seed}"
     if not (run / "final.json").exists():
         if run.exists():
@@ -123,6 +124,8 @@ def run_one(name: str, flags: str, seed: int, out: Path, train_dir: Path | None 
         else:
             cmd = [sys.executable, "-m", "germinate", "train", str(train_dir or DATA / "train"), "--out", str(run),
                    "--seed", str(seed), "--quiet", *flags.split()]
+            if valid_dir is not None:
+                cmd += ["--valid", str(valid_dir)]
         started = time.perf_counter()
         subprocess.run(cmd, check=True)
         (run / "bench_wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")

@@ -3,12 +3,13 @@
 For each split seed, the teacher is a finished `bench_accuracy.py` run (`--teacher best` reads
 runs/bench-accuracy/best-seed<S>). It predicts the shared, unlabelled test images with TTA; those
 whose top probability reaches --threshold join the run's own training images with the teacher's
-label (symlinked into --out/seed<S>/train/<class>/pl-<file>), and the run's validation images are
-symlinked into valid/. The student, a bench_accuracy setting (`--student default`: `germinate
-train train/ --valid valid/` with the setting's flags), then trains on the same split as the
-teacher and as bench_accuracy's runs of that seed, so its validation figures compare directly with
-the setting's own run there (printed beside it, when found); the teacher and student averaged are
-evaluated too. Without the pseudo-labels the student is that run: the same data in the same order
+label (symlinked into --out/<teacher>-t<threshold>-<student>-seed<S>/train/<class>/pl-<file>), and
+the run's validation images are symlinked into valid/ beside it. The student, a bench_accuracy
+setting (`--student default`: `germinate train train/ --valid valid/` with the setting's flags,
+run and timed by bench_accuracy's `run_one` as student-seed<S> there), then trains on the same
+split as the teacher and as bench_accuracy's runs of that seed, so its validation figures compare
+directly with the setting's own run there (printed beside it, when found); the teacher and student
+averaged are evaluated too. Without the pseudo-labels the student is that run: the same data in the same order
 (checked: the default's first epoch, to the last digit of its loss).
 
     python benchmarks/bench_pseudo_labels.py --seeds 42
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_accuracy import SETTINGS  # noqa: E402  (the settings' flags, one list for both benchmarks)
+from bench_accuracy import SETTINGS, run_one  # noqa: E402  (the settings, and how one is run, shared)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-seedlings"))
@@ -102,22 +103,22 @@ def main() -> int:
                                 str(where / "teacher_submission.csv"), "--probs", str(probs))
             (where / "labelling_seconds").write_text(f"{seconds:.1f}\n")
         taken, labelled = make_folders(teacher, probs, args.threshold, where)
-        student = where / "student"
-        if not (student / "final.json").exists():
-            resume = ["--resume", str(student)] if student.exists() else [
-                str(where / "train"), "--valid", str(where / "valid"), "--out", str(student), "--seed", str(seed),
-                *SETTINGS[args.student].split()]
-            (where / "student_seconds").write_text(f"{germinate('train', *resume):.1f}\n")
+        # the student is kept as <where>/student-seed<S>, timed like bench_accuracy's runs
+        student_figures = run_one("student", SETTINGS[args.student], seed, where, train_dir=where / "train",
+                                  valid_dir=where / "valid")
+        student = where / f"student-seed{seed}"
+        student_f1 = f"{student_figures['f1']:.3f} / {student_figures['tta']:.3f}"
         both = where / "ensemble.json"
         if not both.exists():
             germinate("evaluate", str(teacher), str(student), str(where / "valid"), "--out",
                       str(where / "eval-ensemble"), "--json", str(both))
-        minutes = [float((where / name).read_text()) / 60 if (where / name).exists() else float("nan")
-                   for name in ("labelling_seconds", "student_seconds")]
+        labelling = where / "labelling_seconds"
+        minutes = float(labelling.read_text()) / 60 if labelling.exists() else float("nan")
         alone = RUNS / f"{args.student}-seed{seed}"
-        print(f"| {seed} | {figures(teacher)} | {taken} of {labelled} | {figures(student)} | "
+        print(f"| {seed} | {figures(teacher)} | {taken} of {labelled} | {student_f1} | "
               f"{figures(alone) if (alone / 'final.json').exists() else 'not run'} | "
-              f"{json.loads(both.read_text())['f1_micro']:.3f} | {minutes[0]:.1f} + {minutes[1]:.1f} |", flush=True)
+              f"{json.loads(both.read_text())['f1_micro']:.3f} | {minutes:.1f} + {student_figures['minutes']:.1f} |",
+              flush=True)
     return 0
 
 
