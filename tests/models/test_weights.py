@@ -14,7 +14,7 @@ from germinate.models.backbones import (
     create_imagenet_model,
 )
 from germinate.models.head import ConcatPool
-from germinate.models.network import create_network
+from germinate.models.network import create_network, sync_batchnorm
 from germinate.models.weights import load_by_order, load_weights_file
 
 
@@ -99,12 +99,31 @@ def test_blocks_are_the_stem_then_each_block_from_the_input_on():
         assert len(stem) == 1 and stem[0].in_channels == 3  # the first convolution, on the image
     net = create_network("efficientnet_lite0", 3, pretrained=False)
     net.fix_blocks(2)
-    net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # as --sync-bn swaps the modules under torchrun
+    net = sync_batchnorm(net)  # as --sync-bn swaps the modules under torchrun
     stem_bn = net.train().blocks[0][1]
     assert isinstance(stem_bn, nn.SyncBatchNorm) and not stem_bn.training and not stem_bn.weight.requires_grad
     assert net.blocks[3][0].bn1.training  # the first block not fixed
     vit = create_network("vit_tiny_patch16_224", 3, pretrained=False)
     assert vit.blocks == [] and vit.fix_blocks(3) == 0 and not vit.fixed_params  # not known: nothing fixed
+
+
+@torch.no_grad()
+def test_sync_batchnorm_keeps_what_the_network_computes():
+    # EfficientNet's batchnorm layers carry their activation (timm's BatchNormAct2d): a plain
+    # SyncBatchNorm in their place would drop every ReLU6. In eval mode SyncBatchNorm needs no
+    # process group, so the function can be compared on the CPU.
+    for arch in ("efficientnet_lite0", "resnet18"):
+        net = create_network(arch, 4, pretrained=False).eval()
+        for m in net.modules():  # statistics that are not the identity, so that a lost layer shows
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+        x = torch.randint(0, 256, (2, 3, 64, 64)).float()
+        want = net(x)
+        synced = sync_batchnorm(net).eval()
+        assert not any(type(m) in (nn.BatchNorm2d,) for m in synced.body.modules())
+        assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.body.modules())
+        torch.testing.assert_close(synced(x), want, rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_arch_lists_valid_ones():
@@ -126,7 +145,7 @@ def test_missing_offline_weights_explain_how_to_provide_them(monkeypatch, tmp_pa
 def test_vision_transformers_pool_their_tokens_at_any_size():
     import torch
 
-    from germinate.models.network import create_network
+    from germinate.models.network import create_network, sync_batchnorm
 
     for arch in ("vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"):
         net = create_network(arch, 3, pretrained=False, probe_size=64).eval()

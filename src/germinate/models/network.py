@@ -120,6 +120,16 @@ def create_network(
     return net
 
 
+def sync_batchnorm(net: Network) -> Network:
+    """`net` with its batchnorm layers as SyncBatchNorm (`--sync-bn`), the same parameters and
+    buffers. timm's conversion, not torch's: torch's turns timm's BatchNormAct2d (batchnorm with
+    its activation built in, as in every EfficientNet) into a plain SyncBatchNorm whose forward
+    skips the activation, so the network computes something else."""
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(net)
+
+
 @torch.no_grad()
 def check_input_size(net: Network, size: int) -> None:
     """Raise a GerminateError if `net` cannot classify (size x size) images."""

@@ -28,7 +28,7 @@ from germinate.data.loaders import EpochBatches, Feeder, index_batches, sample_s
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.models.export import load_state_checked, save_weights
-from germinate.models.network import Network
+from germinate.models.network import Network, sync_batchnorm
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
 from germinate.training.class_weights import class_weights, sample_weights
@@ -63,7 +63,7 @@ class Learner:
         if cfg.sync_bn:
             check_sync_bn(self.device)
             if world.active:
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)  # the same parameters, new modules
+                net = sync_batchnorm(net)  # the same parameters, new modules
         self.net = net.to(self.device)
         self.fixed_blocks = self.net.fix_blocks(cfg.fixed_blocks)
         if cfg.fixed_blocks:
