@@ -28,6 +28,7 @@ from germinate.data.loaders import EpochBatches, Feeder, index_batches, sample_s
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.models.export import load_state_checked, save_weights
+from germinate.models.fold_bn import fold_batchnorm
 from germinate.models.network import Network, sync_batchnorm
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
@@ -416,12 +417,13 @@ class Learner:
         if precompute:
             return self.net.head(self._precomputed()[1]).float()
         batches = self.world.shard_batches(len(self.data.valid), self.cfg.bs)  # this rank's share
+        net = fold_batchnorm(self.net, self.valid_size)  # the same function, faster (fold_bn.py)
         out = []
         with self.reporter.progress("validating", len(batches)) as advance:
             for x in self.plain("valid", batches):
                 self._stop_if_requested(save=True)  # the last step's state is complete: resumable
                 with self._autocast():
-                    out.append(self.model(x).float())
+                    out.append(net(x).float())
                 advance()
         return self.world.gather_rows(torch.cat(out), len(self.data.valid))
 

@@ -1,0 +1,90 @@
+import pytest
+import torch
+from torch import nn
+
+from germinate.models.fold_bn import conv_bn_pairs, fold_batchnorm
+from germinate.models.network import create_network
+
+
+def _norms(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+
+
+def _randomise_statistics(net: nn.Module) -> None:
+    """Batchnorm statistics far from the identity, so that a pair folded wrongly shows."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18"])
+@torch.no_grad()
+def test_folded_copy_computes_the_same_without_batchnorm_and_leaves_the_network_alone(arch):
+    net = create_network(arch, 5, pretrained=False).use_channels_last()
+    _randomise_statistics(net)
+    net.fix_blocks(2)
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    n_norms = _norms(net.body)
+    rng = torch.get_rng_state()
+
+    folded = fold_batchnorm(net, 64)
+
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout draws from it: runs must repeat exactly
+    assert _norms(folded.body) == 0 and n_norms > 0  # every convolution-batchnorm pair folded
+    assert not folded.training
+    assert net.training and _norms(net.body) == n_norms  # the network itself: unchanged
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    # NHWC weights stay NHWC (the fast layout on CPU and GPU)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in folded.body.modules() if isinstance(m, nn.Conv2d))
+    x = torch.randint(0, 256, (3, 3, 96, 96), dtype=torch.uint8)
+    want = net.eval()(x)
+    torch.testing.assert_close(folded(x), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    # the head's pooled features too (what the head stage trains on)
+    torch.testing.assert_close(folded.features(x), net.features(x), rtol=1e-4, atol=1e-4)
+
+
+class _SharedOutput(nn.Module):
+    """A convolution whose output feeds its batchnorm and, besides it, the sum: folding the
+    batchnorm into the convolution would change the second use."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x / 255)
+        return self.fc((self.bn(y) + y).mean((2, 3)))
+
+
+@torch.no_grad()
+def test_a_pair_whose_convolution_output_is_used_twice_is_left_unfolded():
+    net = _SharedOutput()
+    _randomise_statistics(net)
+    assert conv_bn_pairs(net, torch.rand(1, 3, 8, 8)) == [("conv", "bn")]  # it looks like a pair
+    folded = fold_batchnorm(net, 8)
+    assert _norms(folded) == 1  # the check against the original caught it
+    x = torch.rand(2, 3, 8, 8) * 255
+    torch.testing.assert_close(folded(x), net.eval()(x))
+
+
+@torch.no_grad()
+def test_pairs_are_found_by_data_flow_not_by_order():
+    # Two convolutions, then the batchnorm of the first: only that one is a pair.
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.bn = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(x) + self.bn(y)
+
+    assert conv_bn_pairs(Net(), torch.rand(1, 3, 4, 4)) == [("a", "bn")]
