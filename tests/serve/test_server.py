@@ -113,6 +113,17 @@ def test_predictions_equal_germinate_predict(served: Server, images):
     assert raw["top"][0]["label"] == classes[int(expected[5].argmax())]
 
 
+def test_many_images_at_once_are_forwarded_in_chunks_with_the_same_answers(tiny_run: Path, images):
+    from germinate.serve import predictor as P
+
+    files, expected = images
+    predictor = Predictor(tiny_run)
+    imgs = [predictor.decode(f.read_bytes(), 10**6) for f in files]
+    n_views = len(predictor.views) * len(imgs)
+    assert n_views > 2 * P.FORWARD_BATCH and n_views % P.FORWARD_BATCH  # several passes, the last partial
+    assert np.allclose(predictor.probabilities(imgs), expected, atol=PROB_ATOL)
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims to be width x height: a decompression bomb's header."""
     def chunk(kind: bytes, data: bytes) -> bytes:

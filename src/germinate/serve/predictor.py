@@ -19,6 +19,7 @@ from germinate.models.export import load_model, read_info
 from germinate.models.fold_bn import fold_batchnorm
 from germinate.utils import resolve_device
 
+FORWARD_BATCH = 32  # images per forward pass (views included)
 DEFAULT_MARGIN = 0.2  # top-1 minus top-2 below this: "ambiguous" (RUN_DIR/serve.json can change it)
 
 
@@ -69,7 +70,13 @@ class Predictor:
     def probabilities(self, images: list[torch.Tensor]) -> np.ndarray:
         """(N, classes): the mean over the TTA views (and snapshot models) of each image's softmax."""
         x = torch.stack(images)
-        return sum(self._forward(dihedral(x, k)) for k in self.views) / len(self.views)
+        # The views of several images in one forward pass: a single image's 8 views make a
+        # batch of 8, far faster than 8 passes of one image; at most FORWARD_BATCH at a time,
+        # since larger batches were slower again on a CPU.
+        views = torch.cat([dihedral(x, k) for k in self.views])
+        probs = np.concatenate([self._forward(views[i:i + FORWARD_BATCH])
+                                for i in range(0, len(views), FORWARD_BATCH)])
+        return probs.reshape(len(self.views), len(images), -1).mean(0)
 
     def _forward(self, x: torch.Tensor) -> np.ndarray:
         if self.backend == "onnxruntime":
