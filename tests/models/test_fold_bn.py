@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from germinate.models.fold_bn import conv_bn_pairs, fold_batchnorm
-from germinate.models.network import create_network
+from germinate.models.network import create_network, sync_batchnorm
 
 
 def _norms(module: nn.Module) -> int:
@@ -47,6 +47,19 @@ def test_folded_copy_computes_the_same_without_batchnorm_and_leaves_the_network_
     torch.testing.assert_close(folded(x), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
     # the head's pooled features too (what the head stage trains on)
     torch.testing.assert_close(folded.features(x), net.features(x), rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_syncbatchnorm_of_a_sync_bn_run_is_folded_too():
+    # Validation under torchrun with --sync-bn folds a network of (timm's) SyncBatchNorm layers.
+    net = create_network("efficientnet_lite0", 5, pretrained=False)
+    _randomise_statistics(net)
+    net = sync_batchnorm(net).eval()
+    folded = fold_batchnorm(net, 64)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.body.modules())
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    want = net(x)
+    torch.testing.assert_close(folded(x), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
 class _SharedOutput(nn.Module):

@@ -63,12 +63,12 @@ def conv_bn_pairs(net: nn.Module, example: torch.Tensor) -> list[tuple[str, str]
 
 def _after_norm(bn: nn.Module) -> nn.Module | None:
     """What is left of a batchnorm layer once its normalisation is folded away: nothing for a
-    plain one, the activation of timm's BatchNormAct2d (which applies drop, then act), or None
-    for a kind not known."""
+    plain one, the activation of timm's BatchNormAct2d or SyncBatchNormAct (which apply drop,
+    then act), or None for a kind not known."""
     if type(bn) in (nn.BatchNorm2d, nn.SyncBatchNorm):
         return nn.Identity()
-    if isinstance(bn, nn.BatchNorm2d) and isinstance(getattr(bn, "act", None), nn.Module) \
-            and isinstance(getattr(bn, "drop", None), nn.Module):
+    if isinstance(bn, (nn.BatchNorm2d, nn.SyncBatchNorm)) and isinstance(getattr(bn, "act", None), nn.Module) \
+            and isinstance(getattr(bn, "drop", None), nn.Module):  # also timm's SyncBatchNormAct (--sync-bn)
         return nn.Sequential(bn.drop, bn.act)
     return None
 
