@@ -87,6 +87,7 @@ def fold_batchnorm(net: nn.Module, size: int, channels: int = 3) -> nn.Module:
     # Its own generator: the global one drives dropout, and a run must repeat exactly.
     example = (torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0)) * 255).to(device)
     folded = copy.deepcopy(net).eval()
+    reference = folded(example).float()  # from the copy: `net` is not run, nor its mode switched
     for conv_name, bn_name in conv_bn_pairs(folded, example):
         conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
         rest = _after_norm(bn)
@@ -97,11 +98,6 @@ def fold_batchnorm(net: nn.Module, size: int, channels: int = 3) -> nn.Module:
             fused = fused.to(memory_format=torch.channels_last)
         _replace(folded, conv_name, fused)
         _replace(folded, bn_name, rest)
-    was_training = net.training
-    try:
-        reference = net.eval()(example).float()
-    finally:
-        net.train(was_training)
     got = folded(example).float()
     if (got - reference).abs().max() > TOLERANCE * (1 + reference.abs().max()):
         return copy.deepcopy(net).eval()  # a pair that also fed something else: not foldable
