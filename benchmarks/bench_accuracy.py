@@ -133,7 +133,7 @@ def run_one(name: str, flags: str, seed: int, out: Path, train_dir: Path | None 
     with open(run / "timings.csv") as f:
         unfrozen = [float(r["seconds"]) for r in csv.DictReader(f) if r["stage"].startswith("unfrozen")]
     wall = run / "bench_wall_seconds"
-    return {"f1": final["plain"]["f1_micro"], "tta": final["tta"]["f1_micro"], "loss": final["plain"]["loss"],
+    return {"run": run, "f1": final["plain"]["f1_micro"], "tta": final["tta"]["f1_micro"], "loss": final["plain"]["loss"],
             "minutes": (float(wall.read_text()) if wall.exists() else final["seconds"]) / 60,
             "epoch_s": statistics.mean(unfrozen) if unfrozen else float("nan"), "epochs": len(unfrozen)}
 

@@ -63,9 +63,9 @@ def model_only(arch: str, size: int, bs: int, reps: int) -> tuple[float, float]:
 def end_to_end(size: int, bs: int) -> list[tuple[int, float, float, float]]:
     files = scan_unlabelled(DATA / "test").files
     net = create_network("efficientnet_lite0", 12, pretrained=True)
-    info = ModelInfo("efficientnet_lite0", [str(i) for i in range(12)], round(size / 1.25), round(size * EVAL_SOURCE_FACTOR),
-                     list(map(float, net.mean.flatten() / 255)), list(map(float, net.std.flatten() / 255)),
-                     "top-down", test_size=size)
+    info = ModelInfo("efficientnet_lite0", [str(i) for i in range(12)], round(size / 1.25),
+                     round(size * EVAL_SOURCE_FACTOR), (net.mean.flatten() / 255).tolist(),
+                     (net.std.flatten() / 255).tolist(), "top-down", test_size=size)
     source = decode_images(files, info.source_px).source
     rows = []
     for n_views in (None, 0):  # every view the policy allows (8), and the plain one alone

@@ -103,10 +103,9 @@ def main() -> int:
                                 str(where / "teacher_submission.csv"), "--probs", str(probs))
             (where / "labelling_seconds").write_text(f"{seconds:.1f}\n")
         taken, labelled = make_folders(teacher, probs, args.threshold, where)
-        # the student is kept as <where>/student-seed<S>, timed like bench_accuracy's runs
         student_figures = run_one("student", SETTINGS[args.student], seed, where, train_dir=where / "train",
                                   valid_dir=where / "valid")
-        student = where / f"student-seed{seed}"
+        student = student_figures["run"]
         student_f1 = f"{student_figures['f1']:.3f} / {student_figures['tta']:.3f}"
         both = where / "ensemble.json"
         if not both.exists():

@@ -121,7 +121,7 @@ def test_sync_batchnorm_keeps_what_the_network_computes():
         x = torch.randint(0, 256, (2, 3, 64, 64)).float()
         want = net(x)
         synced = sync_batchnorm(net).eval()
-        assert not any(type(m) in (nn.BatchNorm2d,) for m in synced.body.modules())
+        assert not any(type(m) is nn.BatchNorm2d for m in synced.body.modules())
         assert any(isinstance(m, nn.SyncBatchNorm) for m in synced.body.modules())
         torch.testing.assert_close(synced(x), want, rtol=1e-4, atol=1e-4)
 
