@@ -200,6 +200,11 @@ class TrainConfig:
     epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
                                  "int", "recipe", bound=INT0, metavar="N",
                                  default_text="SGDR: from the cycles; others: 12")
+    time_budget: float | None = setting(None, "minutes the run may take on this machine, from its start to its "
+                                        "report: a short speed probe before the first step chooses --epochs to fit "
+                                        "(recorded in config.json, so its command repeats the run exactly); with "
+                                        "--epochs, at most that many", "float", "recipe", bound=Bound(0, lo_open=True),
+                                        flags=("--time",), metavar="MIN")
     size_epochs: list[int] | None = setting(None, "with --sizes and a schedule other than SGDR: the unfrozen epochs at "
                                             "each size, e.g. 12,8 (instead of --epochs, which shares them out evenly)",
                                             "ints", "recipe", bound=INT1, metavar="A,B,..")
@@ -302,6 +307,8 @@ class TrainConfig:
         if preset not in PRESETS:
             raise GerminateError(f"Invalid --preset {preset!r}; valid: {', '.join(PRESETS)}")
         settings = {**PRESETS[preset], "preset": preset, **given}
+        if given.get("time_budget") and "epochs" not in given:  # --time chooses them; a given --epochs caps them
+            settings["epochs"] = None
         if given.get("size_epochs") and "epochs" not in given:  # a preset's --epochs yields to them
             settings["epochs"] = sum(given["size_epochs"])
         return cls(**settings)
@@ -324,7 +331,7 @@ class TrainConfig:
         emitted = set()
         for f in cli_fields():
             value = getattr(self, f.name)
-            if value == getattr(default, f.name):
+            if value == getattr(default, f.name) or value is None:  # None: a preset's --epochs left to --time
                 continue
             emitted.add(f.name)
             flag = flag_of(f)
@@ -369,6 +376,12 @@ class TrainConfig:
              f"picks its LR)"),
             (self.fold <= self.folds and (self.folds > 1 or self.fold == 0),
              f"--fold {self.fold} needs --folds K with K >= {max(self.fold, 2)}"),
+            (not (self.time_budget and self.epochs == 0), "--time with --epochs 0 leaves nothing to fit"),
+            (not (self.time_budget and self.size_epochs),
+             "--time chooses the epochs; it cannot be combined with --size-epochs (it shares them out over --sizes "
+             "itself)"),
+            (not (self.time_budget and self.folds > 1 and not self.fold),
+             "--time cannot be combined with --folds: give each fold's run its own budget with --fold I"),
             (self.folds == 1 or not self.valid_dir, "--folds splits the labelled folder itself; it cannot be combined "
                                                     "with --valid"),
             (self.folds == 1 or not self.final_fit_all, "--folds and --final-fit-all cannot be combined: the K fold "

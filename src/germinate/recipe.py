@@ -23,6 +23,7 @@ from germinate.data.folders import write_skipped
 from germinate.data.manifest import FIELDS as SPLIT_FIELDS
 from germinate.data.manifest import describe_change, rows_hash, split_rows
 from germinate.errors import GerminateError, TrainingInterrupted
+from germinate.evaluate.predict import tta_views
 from germinate.final_fit import FINAL, FinalFitFolder, final_learner, finish_final_fit, pending
 from germinate.models.network import create_network
 from germinate.run import RunFolder
@@ -32,6 +33,7 @@ from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
+from germinate.training.time_budget import SAFETY, epochs_for_budget, min_epochs
 from germinate.ui import Muted, Reporter
 from germinate.utils import resolve_device, seed_everything
 
@@ -118,6 +120,7 @@ def save_config(learn: Learner) -> None:
         },
         "split_sha256": rows_hash(learn.run.read_csv("split.csv")),
         "plan": [s.to_dict() for s in learn.plan],
+        **({"time_budget": learn.budget} if learn.budget else {}),
     })
 
 
@@ -173,7 +176,9 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
     world.on_main(lambda: run.check_writable(overwrite))
     started = time.perf_counter()
     learn = create_learner(cfg, None, reporter, world)
-    learn.plan = plan_stages(cfg)
+    if cfg.time_budget:
+        learn.budget = fit_time_budget(learn, started)
+    learn.plan = plan_stages(learn.cfg)
     if world.is_main:
         learn.run = run.create(overwrite)
         write_skipped(run / "skipped.csv", learn.data.skipped)
@@ -184,7 +189,45 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
     with _stoppable(learn):
         run_plan(learn)
         finish_run(learn, time.perf_counter() - started)
+    if learn.budget:
+        _say_budget(learn, time.perf_counter() - started)
     return _final_fit(learn.cfg, run, reporter, world) or learn
+
+
+def fit_time_budget(learn: Learner, started: float) -> dict:
+    """--time: measure this machine's speed, then give the learner's config the most epochs whose
+    estimated run fits what is left of the budget (time_budget.py); what was measured and
+    chosen, for config.json. The config that trains has --epochs N and no --time, so the
+    command config.json records repeats the run exactly."""
+    cfg = learn.cfg
+    learn.reporter.info(f"--time {cfg.time_budget:g}: timing a few training steps and validation batches")
+    speeds = learn.measure_speeds()
+    views = len(tta_views(cfg.flip, cfg.tta))
+    left = cfg.time_budget * 60 - (time.perf_counter() - started)
+    epochs, estimate = learn.world.broadcast(epochs_for_budget(cfg, speeds, left * SAFETY, views))
+    per_step = ", ".join(f"{s:.2f} s at {px} px" for px, s in speeds.step_s.items())
+    if epochs == 0:
+        raise GerminateError(
+            f"--time {cfg.time_budget:g} is too short here: {min_epochs(cfg)} epoch(s) would take about "
+            f"{estimate / 60:.1f} min more (a training step takes {per_step}); give more minutes, or --epochs")
+    learn.cfg = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
+    spent = time.perf_counter() - started
+    capped = " (the most --epochs allows)" if epochs == cfg.epochs else ""
+    learn.reporter.info(f"--time {cfg.time_budget:g}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
+                        f"about {(spent + estimate) / 60:.1f} min in all); repeat this run with --epochs {epochs}")
+    return {"minutes": cfg.time_budget, "epochs": epochs, "estimated_minutes": round((spent + estimate) / 60, 2),
+            "safety": SAFETY, "speeds": speeds.to_dict()}
+
+
+def _say_budget(learn: Learner, seconds: float) -> None:
+    """How the run kept to its --time."""
+    budget = learn.budget
+    line = (f"--time {budget['minutes']:g}: the run took {seconds / 60:.1f} min "
+            f"(estimated {budget['estimated_minutes']:.1f})")
+    if seconds > budget["minutes"] * 60:
+        learn.reporter.warn(line + ": the machine was slower than when the probe timed it")
+    else:
+        learn.reporter.info(line)
 
 
 def _final_fit(cfg: TrainConfig, run: RunFolder, reporter: Reporter, world: World,
@@ -216,7 +259,8 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
                              f"{', '.join(refused)} (start a new run with --out to change them)")
     # Every process reads the config (it says which devices to join with), so a run resumed on
     # several machines needs its folder at the same path on each (a shared disk).
-    cfg = dataclasses.replace(TrainConfig.from_dict(run.read_json("config.json")["config"]), **changes).validate()
+    recorded = run.read_json("config.json")
+    cfg = dataclasses.replace(TrainConfig.from_dict(recorded["config"]), **changes).validate()
     if cfg.folds > 1 and not cfg.fold:
         from germinate.folds import train_folds
 
@@ -242,6 +286,7 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     net = create_network(cfg.arch, len(data.classes), pretrained=False, hidden=cfg.hidden, dropout=cfg.dropout)
     learn = Learner(net, data, cfg, run if world.is_main else None, reporter, world)
     learn.load_state_dict(state)
+    learn.budget = recorded.get("time_budget")  # config.json is written again when a range test picks LRs
     moved = (f" (it was on {learn.resumed_from_world} process(es), now {world.size}: position mapped by images seen)"
              if learn.resumed_from_world != world.size else "")
     reporter.info(f"resuming {run.path}: stage {learn.pos.stage + 1}, epoch {learn.pos.epoch + 1}, "

@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.mixing import make_mixer
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
 from germinate.training.schedule import Schedule
+from germinate.training.time_budget import Speeds, validation_sizes
 from germinate.ui import SILENT, Reporter
 from germinate.utils import bf16_is_fast, derive_seed, resolve_device
 
@@ -107,6 +110,7 @@ class Learner:
         self._feeders: dict[str, Feeder] = {}
         self._ddp: tuple[tuple, nn.Module] | None = None  # (what it wraps, DistributedDataParallel)
         self.ranks_identical = True  # checked at the end of a distributed run
+        self.budget: dict | None = None  # --time: what the speed probe measured and chose
         self.resumed_from_world = world.size
 
     # ---- layer groups -------------------------------------------------------------------
@@ -478,6 +482,65 @@ class Learner:
         # Rank 0's reading for everyone: the same LRs on every rank, whatever rounding differs.
         return self.world.broadcast(LRFindResult.from_curve(lrs, np.asarray(losses), suggest, scale))
 
+    # ---- the speed probe (--time) --------------------------------------------------------------------
+    def measure_speeds(self, steps: int = 8, warmup: int = 2) -> Speeds:
+        """Time `steps` training steps (after `warmup` untimed ones) at each training size, the
+        whole network as an unfrozen stage trains it, and evaluation forward passes at each size
+        validation runs at; then restore everything, as `lr_find` does. Every process measures;
+        rank 0's figures are everyone's, so all plan the same epochs."""
+        saved = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), ckpt.rng_state(),
+                 self.aug, self.frozen_groups)
+        step_s, image_s = {}, {}
+        try:
+            self.freeze_to(0)
+            self._set_lrs([0.0] * len(self.opt.param_groups))
+            for size in self.cfg.train_sizes:
+                self.use_size(size)
+                self._set_mode(False)
+                batches = self._endless_batches(False, "speed probe")
+                step_s[size] = self._timed(lambda: self._step(*next(batches), False), steps, warmup)
+            self.net.eval()
+            n = min(self.cfg.bs, len(self.data.valid))
+            idx = [np.arange(n)]
+            for size in validation_sizes(self.cfg):
+                net = fold_batchnorm(self.net, size)
+
+                def forward() -> None:
+                    self.check_stop_unsaved()
+                    with torch.no_grad(), self._autocast():
+                        net(next(self.plain("valid", idx, size))).float().cpu()
+
+                image_s[size] = self._timed(forward, 2, 1) / n
+            with tempfile.TemporaryDirectory() as tmp:  # an epoch writes a checkpoint (and the best weights)
+                started = time.perf_counter()
+                ckpt.save_checkpoint(self.state_dict(), Path(tmp) / "last.pt")
+                save_s = time.perf_counter() - started
+        finally:
+            self.net.load_state_dict(saved[0])
+            self.opt.load_state_dict(saved[1])
+            ckpt.set_rng_state(saved[2])
+            self.aug, self._features = saved[3], None
+            self.freeze_to(saved[4])
+        speeds = Speeds(step_s, image_s, save_s, self.steps_per_epoch(), len(self.data.train),
+                        len(self.world.shard(len(self.data.valid))))
+        return self.world.broadcast(speeds)
+
+    def _timed(self, fn, times: int, warmup: int) -> float:
+        """Mean seconds of `fn()` over `times` calls after `warmup` untimed ones (the mean: an
+        epoch costs the sum of its steps, slow ones included)."""
+        seconds = []
+        for i in range(warmup + times):
+            self.check_stop_unsaved()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            started = time.perf_counter()
+            fn()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            if i >= warmup:
+                seconds.append(time.perf_counter() - started)
+        return float(np.mean(seconds))
+
     def _probe_batch(self, precompute: bool, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed, evenly spread batch of training images (deterministic view) or their features."""
         train = self.data.train
@@ -494,9 +557,9 @@ class Learner:
             out = self._forward(x, precompute)
         return float(nn.functional.cross_entropy(out.float(), y))
 
-    def _endless_batches(self, precompute: bool) -> Iterator:
+    def _endless_batches(self, precompute: bool, name: str = "lr_find") -> Iterator:
         for i in range(1_000_000):
-            yield from self._train_batches(("lr_find", i), 0, precompute)
+            yield from self._train_batches((name, i), 0, precompute)
 
     def precompute_enabled(self) -> bool:
         """Whether a frozen stage trains the head on precomputed features (auto: yes)."""

@@ -1,0 +1,125 @@
+"""`--time MIN`: the most epochs that fit a wall-clock budget, from a short speed probe.
+
+Like Ultralytics' `time=`, but decided once, before the first step: a few training steps at each
+training size and a few validation batches are timed (`Learner.measure_speeds`), the run's time is
+estimated for each epoch count from those figures and the plan's shape (pure functions below), and
+the run is then exactly the run `--epochs N` would be, with N recorded in config.json. A machine
+that is twice as fast trains about twice as long; the recorded command repeats the run anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from germinate.config import TrainConfig
+from germinate.training.plan import Stage, plan_stages
+
+# The plan is made for this fraction of what is left of the budget: a 2-core machine's speed
+# drifts by 10-20% within an hour (epochs of 26-46 s in one run), and the probe sees a few seconds.
+SAFETY = 0.9
+RANGE_TEST_STEPS = 100  # Learner.lr_find's default
+RANGE_TEST_PROBE = 64  # images of the fixed batch it scores after every step
+# The plots, the report and the export after the final evaluation (measured 5-10 s on 2 cores).
+FINISH_SECONDS = 10.0
+MAX_EPOCHS = 10_000
+
+
+@dataclass(frozen=True)
+class Speeds:
+    """What the probe measured on this machine, per process.
+
+    step_s: seconds per training step (batch --bs, the whole network as the plan trains it) per
+    training size; image_s: seconds per image of an evaluation forward pass (batchnorm folded) per
+    image size; save_s: seconds to write a checkpoint; steps_per_epoch, n_train, n_valid: the
+    data's shape (this process's share of the validation images)."""
+
+    step_s: dict[int, float]
+    image_s: dict[int, float]
+    save_s: float
+    steps_per_epoch: int
+    n_train: int
+    n_valid: int
+
+    def to_dict(self) -> dict:
+        """Plain values, for config.json."""
+        return {k: ({str(s): round(v, 5) for s, v in x.items()} if isinstance(x, dict) else
+                    (round(x, 5) if isinstance(x, float) else x)) for k, x in dataclasses.asdict(self).items()}
+
+
+def forward_s(speeds: Speeds, size: int) -> float:
+    """Seconds per image of a forward pass at `size`: measured, or scaled from the nearest
+    measured size by the pixel count."""
+    if size in speeds.image_s:
+        return speeds.image_s[size]
+    near = min(speeds.image_s, key=lambda s: abs(s - size))
+    return speeds.image_s[near] * (size / near) ** 2
+
+
+def validation_sizes(cfg: TrainConfig) -> list[int]:
+    """The sizes validation runs at: each training size's (scaled as Learner.valid_size) and the
+    final evaluation's."""
+    sizes = [round(cfg.eval_size * s / cfg.final_size) for s in cfg.train_sizes]
+    return sorted(set(sizes) | {cfg.eval_size})
+
+
+def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, validating: bool = True) -> float:
+    """Estimated seconds of one stage: its range test (when it has no LRs yet), its epochs, their
+    validations and checkpoints. A head stage on precomputed features costs their computation
+    (forward passes); one without, a forward pass per image and epoch (no backward through the
+    frozen body)."""
+    size = stage.size or cfg.final_size
+    valid_size = round(cfg.eval_size * size / cfg.final_size)
+    epochs = stage.n_epochs()
+    validations = (sum(1 for e in range(epochs) if (e + 1) % cfg.valid_every == 0 or e + 1 == epochs)
+                   if validating else 0)
+    seconds = epochs * speeds.save_s + validations * speeds.n_valid * forward_s(speeds, valid_size)
+    if stage.head_only:
+        per_pass = speeds.n_train * forward_s(speeds, size)
+        if stage.precompute:
+            return seconds + cfg.precompute_augs * per_pass + speeds.n_valid * forward_s(speeds, valid_size)
+        return seconds + epochs * per_pass + (RANGE_TEST_STEPS * RANGE_TEST_PROBE * forward_s(speeds, size)
+                                              if stage.lrs is None else 0.0)
+    step = speeds.step_s[size]
+    if stage.lrs is None:  # the range test: steps, each scored on the fixed probe batch
+        seconds += RANGE_TEST_STEPS * (step + RANGE_TEST_PROBE * forward_s(speeds, size))
+    return seconds + epochs * speeds.steps_per_epoch * step
+
+
+def run_seconds(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int) -> float:
+    """Estimated seconds from the first stage to the end of the run: every stage, then the final
+    evaluation with `views` TTA views, the plots and the report."""
+    final = views * speeds.n_valid * forward_s(speeds, cfg.eval_size) + FINISH_SECONDS
+    return sum(stage_seconds(s, cfg, speeds) for s in plan) + final
+
+
+def epochs_for_budget(cfg: TrainConfig, speeds: Speeds, seconds: float, views: int) -> tuple[int, float]:
+    """The most unfrozen epochs (--epochs) whose run fits in `seconds`, at most `cfg.epochs`
+    when it is set, and its estimate. 0 epochs when not even the smallest plan fits (its
+    estimate returned, to say so)."""
+    def estimate(n: int) -> float:
+        return run_seconds(plan_stages(dataclasses.replace(cfg, epochs=n)), cfg, speeds, views)
+
+    most = min(cfg.epochs or MAX_EPOCHS, MAX_EPOCHS)
+    lo = min_epochs(cfg)
+    if estimate(lo) > seconds:
+        return 0, estimate(lo)
+    # The estimate grows with the epochs (each adds a pass, a validation and a save): double,
+    # then bisect, keeping estimate(lo) within the budget and estimate(hi) over it (or past the cap).
+    hi = lo + 1
+    while hi <= most and estimate(hi) <= seconds:
+        lo, hi = hi, hi * 2
+    hi = min(hi, most + 1)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if estimate(mid) <= seconds else (lo, mid)
+    return lo, estimate(lo)
+
+
+def min_epochs(cfg: TrainConfig) -> int:
+    """The fewest unfrozen epochs the plan allows: one, or with --sizes enough for one stage per
+    size (with SGDR, enough for one cycle per size)."""
+    n = 1
+    while cfg.sizes and n < MAX_EPOCHS and dataclasses.replace(cfg, epochs=n).unfrozen_parts() < len(cfg.sizes):
+        n += 1
+    return n

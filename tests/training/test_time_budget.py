@@ -1,0 +1,146 @@
+"""--time: the estimate of a run's time from measured speeds, the epochs that fit, the probe that
+measures them and leaves no trace, and a budgeted run that repeats as --epochs N."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from germinate import TrainConfig, create_learner, train
+from germinate.errors import GerminateError
+from germinate.training.plan import plan_stages
+from germinate.training.time_budget import (FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS, Speeds,
+                                            epochs_for_budget, forward_s, min_epochs, run_seconds,
+                                            validation_sizes)
+
+SPEEDS = Speeds(step_s={128: 0.8, 192: 1.8}, image_s={160: 0.004, 240: 0.009}, save_s=0.3,
+                steps_per_epoch=100, n_train=3200, n_valid=800)
+
+
+def _estimate(cfg: TrainConfig, epochs: int, speeds: Speeds = SPEEDS, views: int = 8) -> float:
+    return run_seconds(plan_stages(dataclasses.replace(cfg, epochs=epochs)), cfg, speeds, views)
+
+
+def test_the_estimate_adds_steps_validations_saves_and_the_final_evaluation():
+    cfg = TrainConfig(epochs=12)
+    epoch = 100 * 0.8 + 800 * 0.004 + 0.3  # the steps, a validation at 160 px, a checkpoint
+    final = 8 * 800 * 0.004 + FINISH_SECONDS  # 8 TTA views at 160 px
+    assert run_seconds(plan_stages(cfg), cfg, SPEEDS, 8) == pytest.approx(12 * epoch + final)
+    # validating every 3rd epoch (and the last) leaves 8 of the 12 validations out
+    sparse = dataclasses.replace(cfg, valid_every=3)
+    assert run_seconds(plan_stages(sparse), sparse, SPEEDS, 8) == pytest.approx(12 * epoch + final - 8 * 800 * 0.004)
+
+
+def test_a_range_test_and_a_precomputed_head_stage_are_counted():
+    cfg = TrainConfig.from_preset("recipe", epochs=7)  # head stage (precomputed), range tests, SGDR
+    plan = plan_stages(cfg)
+    assert [s.head_only for s in plan] == [True, False] and all(s.lrs is None for s in plan)
+    without = run_seconds(plan_stages(dataclasses.replace(cfg, lr=1e-3)), cfg, SPEEDS, 8)
+    range_test = RANGE_TEST_STEPS * (0.8 + RANGE_TEST_PROBE * 0.004 * (128 / 160) ** 2)
+    assert run_seconds(plan, cfg, SPEEDS, 8) == pytest.approx(without + range_test)
+
+
+def test_forward_time_scales_with_pixels_between_measured_sizes():
+    assert forward_s(SPEEDS, 160) == 0.004
+    assert forward_s(SPEEDS, 320) == pytest.approx(0.009 * (320 / 240) ** 2)
+    assert forward_s(SPEEDS, 80) == pytest.approx(0.004 / 4)
+
+
+def test_validation_sizes_follow_the_training_sizes():
+    assert validation_sizes(TrainConfig()) == [160]
+    assert validation_sizes(TrainConfig.from_preset("best")) == [160, 240]
+
+
+@pytest.mark.parametrize("preset", ["fast", "best", "recipe"])
+@pytest.mark.parametrize("minutes", [8, 15, 60])
+def test_the_most_epochs_that_fit_are_chosen(preset: str, minutes: float):
+    cfg = TrainConfig.from_preset(preset, time_budget=minutes)
+    epochs, estimate = epochs_for_budget(cfg, SPEEDS, minutes * 60, 8)
+    assert epochs >= min_epochs(cfg) and estimate == pytest.approx(_estimate(cfg, epochs))
+    assert estimate <= minutes * 60 < _estimate(cfg, epochs + 1)
+
+
+def test_a_machine_twice_as_fast_trains_about_twice_as_long():
+    cfg = TrainConfig()
+    slow, _ = epochs_for_budget(cfg, SPEEDS, 15 * 60, 8)
+    fast = dataclasses.replace(SPEEDS, step_s={k: v / 2 for k, v in SPEEDS.step_s.items()},
+                               image_s={k: v / 2 for k, v in SPEEDS.image_s.items()}, save_s=0.15)
+    quick, _ = epochs_for_budget(cfg, fast, 15 * 60, 8)
+    assert slow == 10 and quick == 21  # (900 - 35.6) / 83.5 and (900 - 22.8) / 41.75, rounded down
+
+
+def test_too_short_a_budget_fits_nothing_and_says_how_long_the_least_would_take():
+    cfg = TrainConfig.from_preset("best")  # two sizes: at least two epochs
+    assert min_epochs(cfg) == 2
+    epochs, estimate = epochs_for_budget(cfg, SPEEDS, 60, 8)
+    assert epochs == 0 and estimate == pytest.approx(_estimate(cfg, 2))
+    sgdr = TrainConfig.from_preset("recipe", sizes=[128, 160])  # one SGDR cycle per size: 1 + 2 epochs
+    assert min_epochs(sgdr) == 3
+
+
+def test_a_given_epochs_caps_what_the_budget_chooses_and_a_presets_does_not():
+    capped = TrainConfig.from_preset("fast", time_budget=60, epochs=20)
+    assert capped.epochs == 20 and epochs_for_budget(capped, SPEEDS, 60 * 60, 8)[0] == 20
+    assert epochs_for_budget(dataclasses.replace(capped, epochs=None), SPEEDS, 60 * 60, 8)[0] > 40
+    best = TrainConfig.from_preset("best", time_budget=60)  # best's own 24 epochs yield to the budget
+    assert best.epochs is None and epochs_for_budget(best, SPEEDS, 60 * 60, 8)[0] > 24
+    assert epochs_for_budget(capped, SPEEDS, 5 * 60, 8)[0] < 20  # a cap is not a floor
+
+
+def test_time_is_refused_with_what_it_cannot_fit():
+    with pytest.raises(GerminateError, match="--epochs 0"):
+        TrainConfig.from_preset("fast", time_budget=5, epochs=0).validate()
+    with pytest.raises(GerminateError, match="--size-epochs"):
+        TrainConfig.from_preset("fast", time_budget=5, sizes=[128, 160], size_epochs=[6, 6]).validate()
+    with pytest.raises(GerminateError, match="--folds"):
+        TrainConfig.from_preset("fast", time_budget=5, folds=3).validate()
+    TrainConfig.from_preset("best", time_budget=50, folds=3, fold=2).validate()  # one fold's run: its own budget
+    with pytest.raises(GerminateError, match="--time must be"):
+        TrainConfig(time_budget=0).validate()
+
+
+def test_the_speed_probe_leaves_no_trace(labelled: Path):
+    cfg = TrainConfig(train_dir=str(labelled), sizes=[32, 48], test_size=56, bs=8, quiet=True, seed=5)
+    learn = create_learner(cfg)
+    learn.fit(1, 1e-3)  # so that the optimizer has state to disturb
+    learn.freeze()
+    model = {k: v.clone() for k, v in learn.net.state_dict().items()}
+    opt = learn.opt.state_dict()
+    opt_state = {k: {n: t.clone() for n, t in v.items() if torch.is_tensor(t)} for k, v in opt["state"].items()}
+    lrs, rng, size = [g["lr"] for g in learn.opt.param_groups], torch.get_rng_state().clone(), learn.aug.size
+    speeds = learn.measure_speeds(steps=2, warmup=1)
+    assert set(speeds.step_s) == {32, 48} and set(speeds.image_s) == {37, 56}
+    assert all(s > 0 for s in [*speeds.step_s.values(), *speeds.image_s.values(), speeds.save_s])
+    assert (speeds.steps_per_epoch, speeds.n_train, speeds.n_valid) == (3, len(learn.data.train), len(learn.data.valid))
+    assert all(torch.equal(v, learn.net.state_dict()[k]) for k, v in model.items())
+    after = learn.opt.state_dict()["state"]
+    assert all(torch.equal(t, after[k][n]) for k, v in opt_state.items() for n, t in v.items())
+    assert [g["lr"] for g in learn.opt.param_groups] == lrs and torch.equal(torch.get_rng_state(), rng)
+    assert learn.aug.size == size and learn.is_frozen  # the freeze it found
+
+
+def test_a_budgeted_run_records_its_epochs_and_repeats_as_epochs_n(labelled: Path, tmp_path: Path):
+    cfg = TrainConfig(train_dir=str(labelled), size=32, bs=8, quiet=True, seed=5, time_budget=0.5)
+    train(cfg, tmp_path / "budget")
+    recorded = json.loads((tmp_path / "budget" / "config.json").read_text())
+    budget, epochs = recorded["time_budget"], recorded["config"]["epochs"]
+    assert budget["minutes"] == 0.5 and budget["epochs"] == epochs >= 1 and budget["estimated_minutes"] <= 0.5
+    assert recorded["config"]["time_budget"] is None
+    assert "--time" not in recorded["command"] and f"--epochs {epochs}" in recorded["command"]
+    train(dataclasses.replace(cfg, time_budget=None, epochs=epochs), tmp_path / "again")
+    metrics = [(tmp_path / run / "metrics.csv").read_text() for run in ("budget", "again")]
+    assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == epochs + 1
+
+
+def test_too_short_a_budget_is_a_one_line_error_and_writes_nothing(labelled: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "germinate", "train", str(labelled), "--out", str(out),
+                           "--size", "32", "--time", "0.001"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--time 0.001 is too short here" in proc.stderr and not out.exists()
