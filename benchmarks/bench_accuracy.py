@@ -110,6 +110,10 @@ SETTINGS.update({
     # SGD with Nesterov momentum instead of AdamW (coupled weight decay, so far smaller than AdamW's)
     "sgd-lr001": "--opt sgd --lr 0.01 --wd 1e-4",
     "sgd-lr003": "--opt sgd --lr 0.03 --wd 1e-4",
+    "e24": "--epochs 24",  # the default's loop twice as long (at 128 px throughout, unlike best)
+    # the default's loop for as many epochs as 15 (or 10) minutes hold on the machine it runs on
+    "time15": "--time 15",
+    "time10": "--time 10",
 })
 
 
