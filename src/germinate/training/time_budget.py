@@ -63,7 +63,7 @@ def validation_sizes(cfg: TrainConfig) -> list[int]:
     return sorted(set(sizes) | {cfg.eval_size})
 
 
-def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, validating: bool = True) -> float:
+def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
     """Estimated seconds of one stage: its range test (when it has no LRs yet), its epochs, their
     validations and checkpoints. A head stage on precomputed features costs their computation
     (forward passes); one without, a forward pass per image and epoch (no backward through the
@@ -71,8 +71,7 @@ def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, validating: bo
     size = stage.size or cfg.final_size
     valid_size = round(cfg.eval_size * size / cfg.final_size)
     epochs = stage.n_epochs()
-    validations = (sum(1 for e in range(epochs) if (e + 1) % cfg.valid_every == 0 or e + 1 == epochs)
-                   if validating else 0)
+    validations = sum(1 for e in range(epochs) if (e + 1) % cfg.valid_every == 0 or e + 1 == epochs)
     seconds = epochs * speeds.save_s + validations * speeds.n_valid * forward_s(speeds, valid_size)
     if stage.head_only:
         per_pass = speeds.n_train * forward_s(speeds, size)
