@@ -114,6 +114,7 @@ SETTINGS.update({
     # the default's loop for as many epochs as 15 (or 10) minutes hold on the machine it runs on
     "time15": "--time 15",
     "time10": "--time 10",
+    "best-time40": "--preset best --time 40",  # best's loop for as many epochs as 40 minutes hold
 })
 
 
