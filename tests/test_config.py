@@ -20,6 +20,12 @@ def test_test_size_defaults_to_a_quarter_more_than_the_training_size_and_the_cac
     assert TrainConfig(size=128, test_size=100, cache_margin=2.0).cache_px == 256
 
 
+def test_validation_scales_the_eval_size_with_a_smaller_training_size():
+    cfg = TrainConfig(sizes=[96, 128])  # the final size 128 is used at 160
+    assert (cfg.valid_size(96), cfg.valid_size(128)) == (120, 160)
+    assert TrainConfig(sizes=[128, 192], test_size=200).valid_size(128) == 133
+
+
 def test_a_tiny_test_size_is_refused():
     with pytest.raises(GerminateError, match="--test-size"):
         TrainConfig(size=64, test_size=8).validate()

@@ -21,6 +21,14 @@ def test_the_default_plan_is_one_cosine_over_the_whole_network_at_one_lr():
     assert TrainConfig.from_preset("recipe").fixed_blocks == 0 and TrainConfig.from_preset("best").fixed_blocks == 3
 
 
+def test_a_stage_validates_every_nth_epoch_and_its_last():
+    stage = Stage("unfrozen", 0, epochs=7)
+    assert [e + 1 for e in range(7) if stage.validates(e, 3)] == [3, 6, 7]
+    assert [e + 1 for e in range(7) if stage.validates(e, 1)] == list(range(1, 8))
+    sgdr = Stage("unfrozen", 0, schedule="sgdr", cycles=2, cycle_len=1, cycle_mult=2)  # 1 + 2 epochs
+    assert [e + 1 for e in range(3) if sgdr.validates(e, 2)] == [2, 3]
+
+
 def test_the_default_warms_up_over_a_tenth_of_its_cosine_and_recipe_and_best_do_not():
     (unfrozen,) = plan_stages(TrainConfig())
     sched = unfrozen.make_schedule(100)  # 1,200 steps: a linear climb over the first 120, the cosine throughout

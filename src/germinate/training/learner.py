@@ -211,10 +211,8 @@ class Learner:
 
     @property
     def valid_size(self) -> int:
-        """The size validation images are shown at now: the eval size, scaled down with
-        --sizes while training at a smaller size (validated at 2x its training size, a 96 px
-        model scored 0.26-0.43 where it scores 0.8)."""
-        return round(self.cfg.eval_size * self.aug.size / self.cfg.final_size)
+        """The size validation images are shown at now (TrainConfig.valid_size)."""
+        return self.cfg.valid_size(self.aug.size)
 
     def plain(self, split: str, batches: list[np.ndarray], size: int | None = None) -> Iterator[torch.Tensor]:
         """Deterministic views (the whole image resized to `size`, default the validation size)."""
@@ -393,7 +391,7 @@ class Learner:
 
     def _validates(self, stage: Stage, epoch: int) -> bool:
         """Whether `epoch` (0-based) of `stage` is validated: every --valid-every-th and the stage's last."""
-        return self.validating and ((epoch + 1) % self.cfg.valid_every == 0 or epoch + 1 == stage.n_epochs())
+        return self.validating and stage.validates(epoch, self.cfg.valid_every)
 
     def _average_statistics(self) -> None:
         """With several processes: batchnorm running statistics averaged over them (DDP gives

@@ -48,6 +48,11 @@ class Stage:
             return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
         return self.epochs
 
+    def validates(self, epoch: int, every: int) -> bool:
+        """Whether `epoch` (0-based) is validated with --valid-every `every`: every `every`-th
+        epoch and the stage's last."""
+        return (epoch + 1) % every == 0 or epoch + 1 == self.n_epochs()
+
     def make_schedule(self, steps_per_epoch: int) -> Schedule:
         """The schedule object for this stage at `steps_per_epoch`; warm-up only in the first cycle."""
         first = self.cycle_len if self.schedule == "sgdr" else self.n_epochs()

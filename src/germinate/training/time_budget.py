@@ -57,10 +57,8 @@ def forward_s(speeds: Speeds, size: int) -> float:
 
 
 def validation_sizes(cfg: TrainConfig) -> list[int]:
-    """The sizes validation runs at: each training size's (scaled as Learner.valid_size) and the
-    final evaluation's."""
-    sizes = [round(cfg.eval_size * s / cfg.final_size) for s in cfg.train_sizes]
-    return sorted(set(sizes) | {cfg.eval_size})
+    """The sizes validation runs at: each training size's and the final evaluation's."""
+    return sorted({cfg.valid_size(s) for s in cfg.train_sizes} | {cfg.eval_size})
 
 
 def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
@@ -69,9 +67,9 @@ def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
     (forward passes); one without, a forward pass per image and epoch (no backward through the
     frozen body)."""
     size = stage.size or cfg.final_size
-    valid_size = round(cfg.eval_size * size / cfg.final_size)
+    valid_size = cfg.valid_size(size)
     epochs = stage.n_epochs()
-    validations = sum(1 for e in range(epochs) if (e + 1) % cfg.valid_every == 0 or e + 1 == epochs)
+    validations = sum(stage.validates(e, cfg.valid_every) for e in range(epochs))
     seconds = epochs * speeds.save_s + validations * speeds.n_valid * forward_s(speeds, valid_size)
     if stage.head_only:
         per_pass = speeds.n_train * forward_s(speeds, size)
