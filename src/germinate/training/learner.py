@@ -8,6 +8,7 @@ polls `stop_requested` (set by Ctrl-C/SIGTERM) and stops within a step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -454,10 +455,9 @@ class Learner:
         precompute = self.is_frozen and self.precompute_enabled()
         if precompute:
             self._precomputed()  # outside the timed test, and kept for the stage that follows
-        saved = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), ckpt.rng_state())
-        batches = self._endless_batches(precompute)
-        fixed = self._probe_batch(precompute, probe) if probe else None
-        try:
+        with self._leaving_no_trace():
+            batches = self._endless_batches(precompute)
+            fixed = self._probe_batch(precompute, probe) if probe else None
             with self.reporter.progress("LR range test", steps) as advance:
                 def step(lr: float) -> float:
                     self.check_stop_unsaved()
@@ -472,10 +472,6 @@ class Learner:
                     return loss
 
                 losses = run_range_test(step, lrs, stop_div)
-        finally:
-            self.net.load_state_dict(saved[0])
-            self.opt.load_state_dict(saved[1])
-            ckpt.set_rng_state(saved[2])
         scale = lr_for_suggestion(1.0, self.frozen_groups, self.cfg.lr_ratio)
         # Rank 0's reading for everyone: the same LRs on every rank, whatever rounding differs.
         return self.world.broadcast(LRFindResult.from_curve(lrs, np.asarray(losses), suggest, scale))
@@ -486,10 +482,8 @@ class Learner:
         whole network as an unfrozen stage trains it, and evaluation forward passes at each size
         validation runs at; then restore everything, as `lr_find` does. Every process measures;
         rank 0's figures are everyone's, so all plan the same epochs."""
-        saved = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), ckpt.rng_state(),
-                 self.aug, self.frozen_groups)
         step_s, image_s = {}, {}
-        try:
+        with self._leaving_no_trace():
             self.freeze_to(0)
             self._set_lrs([0.0] * len(self.opt.param_groups))
             for size in self.cfg.train_sizes:
@@ -513,15 +507,26 @@ class Learner:
                 started = time.perf_counter()
                 ckpt.save_checkpoint(self.state_dict(), Path(tmp) / "last.pt")
                 save_s = time.perf_counter() - started
+        speeds = Speeds(step_s, image_s, save_s, self.steps_per_epoch(), len(self.data.train),
+                        len(self.world.shard(len(self.data.valid))))
+        return self.world.broadcast(speeds)
+
+    @contextlib.contextmanager
+    def _leaving_no_trace(self) -> Iterator[None]:
+        """Steps taken inside (a range test, the speed probe) leave no trace: the weights, the
+        optimizer state (LRs included), the random state, the training size and the freeze are
+        restored afterwards. Features precomputed at the restored size stay (the weights they
+        came from are restored); use_size drops them if the size changed inside."""
+        saved = (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), ckpt.rng_state(),
+                 self.aug.size, self.frozen_groups)
+        try:
+            yield
         finally:
             self.net.load_state_dict(saved[0])
             self.opt.load_state_dict(saved[1])
             ckpt.set_rng_state(saved[2])
-            self.aug, self._features = saved[3], None
+            self.use_size(saved[3])
             self.freeze_to(saved[4])
-        speeds = Speeds(step_s, image_s, save_s, self.steps_per_epoch(), len(self.data.train),
-                        len(self.world.shard(len(self.data.valid))))
-        return self.world.broadcast(speeds)
 
     def _timed(self, fn, times: int, warmup: int) -> float:
         """Mean seconds of `fn()` over `times` calls after `warmup` untimed ones (the mean: an
