@@ -54,7 +54,7 @@ def _everything_changed() -> TrainConfig:
         hidden=0, dropout=0.25, bs=16, opt="sgd", wd=0.001, momentum=0.8, label_smoothing=0.1, lr=0.003, class_weights="sqrt", sampler="sqrt",
         lrs=[1e-4, 3e-4, 1e-3], lr_ratio=2.5, suggest="steepest", freeze_epochs=3, schedule="onecycle", epochs=5, time_budget=12.5, size_epochs=[2, 3], resize_lr=0.5,
         cycles=2, cycle_len=2, cycle_mult=3, warmup_pct=0.2, precompute="off", precompute_augs=2,
-        snapshot_ensemble=True, final_fit_all=True, valid_every=3, tta=3, seed=7, device="cpu", amp="off", channels_last="off", sync_bn=True, compile=True, quiet=True,
+        snapshot_ensemble=True, final_fit_all=True, valid_every=3, logit_adjust=0.5, tta=3, seed=7, device="cpu", amp="off", channels_last="off", sync_bn=True, compile=True, quiet=True,
     )
 
 

@@ -237,6 +237,10 @@ class TrainConfig:
     valid_every: int = setting(1, "validate after every N-th epoch of a stage and after its last; the epochs between "
                                "only train (on the default a validation takes 1.6 s against an epoch's 23 s)", "int",
                                "evaluation", bound=INT1, metavar="N")
+    logit_adjust: float = setting(0.0, "after training, raise each class's logit by -T x log(its share of the "
+                                  "training images), so rarer classes are predicted more often (post-hoc logit "
+                                  "adjustment); the exported model carries it; 0 is off", "float", "evaluation",
+                                  bound=Bound(0, 4), metavar="T")
     tta: int | None = setting(None, "TTA views besides the plain one for the final evaluation", "int", "evaluation",
                               bound=Bound(0, 64, integer=True), metavar="N",
                               default_text="every view the flip policy allows")

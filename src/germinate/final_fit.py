@@ -73,7 +73,7 @@ def finish_final_fit(learn: Learner, run: RunFolder, seconds: float) -> None:
             tmp = first / f".{name}.tmp"
             shutil.copy2(run / name, tmp)
             os.replace(tmp, first / name)
-    export_model(learn.net, run.path, model_info(learn))
+    export_model(learn.exported_net(), run.path, model_info(learn))
     final = run.read_json("final.json")
     final["final_fit"] = {"train_images": len(learn.data.train), "seconds": seconds, "first_fit_model": FIRST,
                           "figures": "the validation figures are the first fit's; the exported model is the final fit's"}

@@ -68,7 +68,7 @@ def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:
 def _export(learn: Learner) -> None:
     run = learn.run
     snapshots = sorted((p.name for p in run.path.glob("snapshot-*.safetensors")), key=lambda n: int(n[9:-12]))
-    export_model(learn.net, run.path, model_info(learn), snapshots if learn.cfg.snapshot_ensemble else [])
+    export_model(learn.exported_net(), run.path, model_info(learn), snapshots if learn.cfg.snapshot_ensemble else [])
 
 
 def _ensemble(learn: Learner) -> list[Network]:
@@ -78,7 +78,7 @@ def _ensemble(learn: Learner) -> list[Network]:
     if not learn.world.active:
         return load_model(learn.run.path, snapshots=True)[0]
     states = learn.world.on_main(lambda: [n.state_dict() for n in load_model(learn.run.path, snapshots=True)[0][1:]])
-    nets = [learn.net]
+    nets = [learn.exported_net()]
     for state in states:
         net = copy.deepcopy(learn.net)
         net.load_state_dict(state)

@@ -1,4 +1,5 @@
-"""--class-weights: rarer classes weigh more in the training loss; --sampler: or are drawn more often."""
+"""--class-weights: rarer classes weigh more in the training loss; --sampler: or are drawn more often;
+--logit-adjust: or are predicted more often by the exported model."""
 
 from pathlib import Path
 
@@ -8,8 +9,8 @@ import torch
 
 from germinate import TrainConfig, create_learner
 from germinate.data.loaders import EpochBatches
-from germinate.training.class_weights import class_weights, sample_weights
-from tests.conftest import make_labelled
+from germinate.training.class_weights import class_weights, logit_shift, sample_weights
+from tests.conftest import make_labelled, read_rows
 
 
 def test_balanced_weights_make_every_class_count_equally():
@@ -75,3 +76,44 @@ def test_the_learner_draws_its_epochs_by_the_sampler(tmp_path: Path):
     share = float(np.mean(learn.data.train.labels == red))
     assert labels_seen["shuffle"] <= share + 1e-6  # each image at most once an epoch (ragged batch dropped)
     assert labels_seen["balanced"] > 2 * share  # the rare class drawn about a third of the time
+
+
+def test_the_logit_shift_raises_rare_classes_by_the_log_of_their_share():
+    labels = np.array([0] * 40 + [1] * 10 + [2] * 20)
+    shift = logit_shift(labels, 4, 0.5)
+    assert shift.mean() == pytest.approx(0, abs=1e-12)  # centred: softmax ignores a common offset
+    # class 1 has a quarter of class 0's images: its logit rises by 0.5 x log 4 more
+    assert shift[1] - shift[0] == pytest.approx(0.5 * np.log(4))
+    assert shift[2] - shift[0] == pytest.approx(0.5 * np.log(2))
+    assert shift[3] == max(shift)  # absent from training: counted as one image
+    assert np.allclose(logit_shift(labels, 4, 1.0), 2 * shift)
+    assert logit_shift(labels, 4, 0.0) is None
+
+
+def test_a_logit_adjusted_run_trains_the_same_and_exports_the_shifted_model(tmp_path: Path):
+    from germinate import train
+    from germinate.models.export import load_model
+
+    train_dir = make_labelled(tmp_path / "train", per_class=12)
+    for f in sorted((train_dir / "Red leaf").iterdir())[4:]:
+        f.unlink()  # Red leaf: 4 images, the other classes 12
+    base = dict(train_dir=str(train_dir), size=32, bs=8, quiet=True, seed=5, schedule="sgdr", cycles=2,
+                cycle_len=1, cycle_mult=1, epochs=2, snapshot_ensemble=True)
+    train(TrainConfig(**base), tmp_path / "plain")
+    train(TrainConfig(**base, logit_adjust=1.0), tmp_path / "adjusted")
+    plain, adjusted = tmp_path / "plain", tmp_path / "adjusted"
+    # Training is untouched: the same losses and per-epoch figures (they are the unshifted model's)
+    assert (plain / "metrics.csv").read_text() == (adjusted / "metrics.csv").read_text()
+    nets, info = load_model(plain, snapshots=True)
+    shifted, _ = load_model(adjusted, snapshots=True)
+    assert len(nets) == len(shifted) == 2  # the model and its snapshot, both shifted
+    split = read_rows(plain / "split.csv")
+    labels = np.array([info.classes.index(r["class"]) for r in split if r["split"] == "train"])
+    expected = torch.as_tensor(logit_shift(labels, len(info.classes), 1.0), dtype=torch.float32)
+    assert expected[info.classes.index("Red leaf")] == max(expected)
+    x = torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8)
+    for a, b in zip(nets, shifted):
+        with torch.no_grad():
+            assert torch.allclose(b(x) - a(x), expected.expand(5, -1), atol=1e-4)
+    # and the final evaluation is the shifted model's
+    assert read_rows(adjusted / "valid_probs.csv") != read_rows(plain / "valid_probs.csv")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -117,6 +120,16 @@ def create_network(
     net = Network(create_backbone(arch, pretrained, weights_file), n_classes, hidden, dropout)
     if probe_size:
         check_input_size(net, probe_size)
+    return net
+
+
+def with_logit_shift(net: Network, shift: np.ndarray) -> Network:
+    """A copy of `net` whose logits are `shift` higher (one value per class): folded into the last
+    layer's bias, so every use of the exported weights (predict, serve, ONNX) carries it."""
+    net = copy.deepcopy(net)
+    with torch.no_grad():
+        bias = net.head[-1].bias
+        bias += torch.as_tensor(shift, dtype=bias.dtype, device=bias.device)
     return net
 
 

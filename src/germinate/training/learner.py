@@ -32,10 +32,10 @@ from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.models.export import load_state_checked, save_weights
 from germinate.models.fold_bn import fold_batchnorm
-from germinate.models.network import Network, sync_batchnorm
+from germinate.models.network import Network, sync_batchnorm, with_logit_shift
 from germinate.run import RunFolder
 from germinate.training import checkpoint as ckpt
-from germinate.training.class_weights import class_weights, sample_weights
+from germinate.training.class_weights import class_weights, logit_shift, sample_weights
 from germinate.training.distributed import SINGLE, World
 from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
@@ -409,9 +409,16 @@ class Learner:
         if "f1_micro" in row and row["f1_micro"] > self.best_f1:
             self.best_f1 = row["f1_micro"]
             save_weights(self.net, self.run.best, len(self.data.classes))
-        if snapshot and self.cfg.snapshot_ensemble:
-            save_weights(self.net, self.run / f"snapshot-{len(self.history)}.safetensors", len(self.data.classes))
+        if snapshot and self.cfg.snapshot_ensemble:  # used only at predict time: saved as exported
+            save_weights(self.exported_net(), self.run / f"snapshot-{len(self.history)}.safetensors",
+                         len(self.data.classes))
         self.save_checkpoint()
+
+    def exported_net(self) -> Network:
+        """The network as it is exported: with --logit-adjust, a copy whose logits carry the
+        class-prior shift of this learner's training images; otherwise the network itself."""
+        shift = logit_shift(self.data.train.labels, len(self.data.classes), self.cfg.logit_adjust)
+        return self.net if shift is None else with_logit_shift(self.net, shift)
 
     # ---- validation -------------------------------------------------------------------------------
     @torch.no_grad()

@@ -1,0 +1,83 @@
+"""What `--logit-adjust T` would have done to finished runs, without training them again.
+
+The option only shifts the exported model's logits by -T x log(class share of the training
+images) (training is untouched), so its effect on a finished run can be computed exactly: this
+loads each run's exported model, predicts every TTA view of the run's own validation images (as
+the run's final evaluation did), multiplies each view's probabilities by share^-T and renormalises
+them (softmax(z + shift) is exactly that), averages the views and scores them. Runs trained with
+`--logit-adjust` already carry a shift and are refused. T is chosen on the tuning split (seed 42)
+and reported on the others.
+
+    python benchmarks/bench_logit_adjust.py runs/bench-accuracy/default-seed15 ... --taus 0,0.5,0.75,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from germinate.data.cache import FileSource
+from germinate.evaluate.predict import predict_views, tta_views
+from germinate.models.export import load_model
+from germinate.training.class_weights import logit_shift
+
+HARD = "Black-grass"  # the class the hard pair's errors take from
+
+
+def view_probs(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Each TTA view's probabilities on the run's validation images, their labels, the training
+    labels and the classes."""
+    config = json.loads((run / "config.json").read_text())["config"]
+    if config.get("logit_adjust"):
+        raise SystemExit(f"{run} was trained with --logit-adjust {config['logit_adjust']}: its model is shifted already")
+    nets, info = load_model(run, snapshots=True)
+    with open(run / "split.csv", newline="") as f:
+        split = list(csv.DictReader(f))
+    index = {c: i for i, c in enumerate(info.classes)}
+    valid = [r for r in split if r["split"] == "valid"]
+    train = np.array([index[r["class"]] for r in split if r["split"] == "train"])
+    source = FileSource([Path(config["train_dir"]) / r["file"] for r in valid], info.source_px)
+    probs = predict_views(nets, source, info, tta_views(info.flip, config.get("tta")), 64)
+    return probs, np.array([index[r["class"]] for r in valid]), train, info.classes
+
+
+def adjusted(probs: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """The TTA average of each view's probabilities after adding `shift` to its logits."""
+    if shift is None:
+        return probs.mean(0)
+    q = probs * np.exp(shift)
+    return (q / q.sum(-1, keepdims=True)).mean(0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="finished run folders (trained without --logit-adjust)")
+    p.add_argument("--taus", default="0,0.25,0.5,0.75,1", help="values of T, comma-separated")
+    args = p.parse_args()
+    taus = [float(t) for t in args.taus.split(",")]
+    print(f"| run | {' | '.join(f'T = {t:g}' for t in taus)} | {HARD} recall (T = {taus[0]:g} / {taus[-1]:g}) |")
+    print("| --- " * (len(taus) + 2) + "|")
+    table = []
+    for run in map(Path, args.runs):
+        probs, y, train, classes = view_probs(run)
+        row, recalls = [], []
+        for t in taus:
+            pred = adjusted(probs, logit_shift(train, len(classes), t)).argmax(1)
+            row.append(float((pred == y).mean()))
+            hard = y == classes.index(HARD)
+            recalls.append(float((pred[hard] == y[hard]).mean()))
+        table.append(row)
+        print(f"| {run.name} | {' | '.join(f'{a:.4f}' for a in row)} | {recalls[0]:.2f} / {recalls[-1]:.2f} |",
+              flush=True)
+    means = np.mean(table, axis=0)
+    print(f"| mean of {len(table)} | {' | '.join(f'{a:.4f}' for a in means)} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
