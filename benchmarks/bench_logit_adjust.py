@@ -4,7 +4,8 @@ The option only shifts the exported model's logits by -T x log(class share of th
 images) (training is untouched), so its effect on a finished run can be computed exactly: this
 loads each run's exported model, predicts every TTA view of the run's own validation images (as
 the run's final evaluation did), multiplies each view's probabilities by share^-T and renormalises
-them (softmax(z + shift) is exactly that), averages the views and scores them. Runs trained with
+them (softmax(z + shift) is exactly that), averages the views and scores them (and the plain view
+alone, as final.json's plain figure). Runs trained with
 `--logit-adjust` already carry a shift and are refused. T is chosen on the tuning split (seed 42)
 and reported on the others.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from germinate.data.cache import FileSource
+from germinate.evaluate.metrics import summary
 from germinate.evaluate.predict import predict_views, tta_views
 from germinate.models.export import load_model
 from germinate.training.class_weights import logit_shift
@@ -34,7 +36,8 @@ def view_probs(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]
     labels and the classes."""
     config = json.loads((run / "config.json").read_text())["config"]
     if config.get("logit_adjust"):
-        raise SystemExit(f"{run} was trained with --logit-adjust {config['logit_adjust']}: its model is shifted already")
+        raise SystemExit(f"{run} was trained with --logit-adjust {config['logit_adjust']}: "
+                         "its model is shifted already")
     nets, info = load_model(run, snapshots=True)
     with open(run / "split.csv", newline="") as f:
         split = list(csv.DictReader(f))
@@ -60,22 +63,27 @@ def main() -> int:
     p.add_argument("--taus", default="0,0.25,0.5,0.75,1", help="values of T, comma-separated")
     args = p.parse_args()
     taus = [float(t) for t in args.taus.split(",")]
-    print(f"| run | {' | '.join(f'T = {t:g}' for t in taus)} | {HARD} recall (T = {taus[0]:g} / {taus[-1]:g}) |")
-    print("| --- " * (len(taus) + 2) + "|")
-    table = []
+    heads = " | ".join(f"T = {t:g}" for t in taus)
+    ends = f"(T = {taus[0]:g} / {taus[-1]:g})"
+    print(f"| run | views | {heads} | macro-F1 {ends} | {HARD} recall {ends} |")
+    print("| --- " * (len(taus) + 4) + "|")
+    table = {"TTA": [], "plain": []}
     for run in map(Path, args.runs):
         probs, y, train, classes = view_probs(run)
-        row, recalls = [], []
-        for t in taus:
-            pred = adjusted(probs, logit_shift(train, len(classes), t)).argmax(1)
-            row.append(float((pred == y).mean()))
-            hard = y == classes.index(HARD)
-            recalls.append(float((pred[hard] == y[hard]).mean()))
-        table.append(row)
-        print(f"| {run.name} | {' | '.join(f'{a:.4f}' for a in row)} | {recalls[0]:.2f} / {recalls[-1]:.2f} |",
-              flush=True)
-    means = np.mean(table, axis=0)
-    print(f"| mean of {len(table)} | {' | '.join(f'{a:.4f}' for a in means)} | |")
+        hard = y == classes.index(HARD)
+        for views, some in (("TTA", probs), ("plain", probs[:1])):
+            row, macro, recalls = [], [], []
+            for t in taus:
+                pred = adjusted(some, logit_shift(train, len(classes), t)).argmax(1)
+                row.append(float((pred == y).mean()))
+                macro.append(summary(y, pred, len(classes))["f1_macro"])
+                recalls.append(float((pred[hard] == y[hard]).mean()))
+            table[views].append(row)
+            figures = " | ".join(f"{a:.4f}" for a in row)
+            print(f"| {run.name} | {views} | {figures} | {macro[0]:.4f} / {macro[-1]:.4f} | "
+                  f"{recalls[0]:.2f} / {recalls[-1]:.2f} |", flush=True)
+    for views, rows in table.items():
+        print(f"| mean of {len(rows)} | {views} | {' | '.join(f'{a:.4f}' for a in np.mean(rows, axis=0))} | | |")
     return 0
 
 
