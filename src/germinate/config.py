@@ -74,6 +74,14 @@ def setting(default: Any, help: str, kind: str, group: str, *, bound: Bound | No
 
 
 INT0, INT1 = Bound(0, integer=True), Bound(1, integer=True)
+# The default's length, when nothing else fixes the epochs (no --epochs, --time, --size-epochs,
+# SGDR cycles or --folds): as many epochs as DEFAULT_MINUTES hold on the machine it runs on (the
+# speed probe of --time), at most DEFAULT_MAX_EPOCHS. A fixed 12 epochs took 7-9 minutes here and
+# 15 where a new user ran it; the budget holds on any machine and spends what a faster one offers:
+# 0.963 against 0.957 with TTA on fresh split seeds 21-23 side by side, 0.964 against 0.956 over
+# seeds 15-23 with --time 15 or 14 (README, Results).
+DEFAULT_MINUTES = 14.0
+DEFAULT_MAX_EPOCHS = 40  # on a GPU, 14 minutes would be hundreds of epochs
 UNIT_OPEN = Bound(0, 1, hi_open=True)  # [0, 1)
 PIXELS = Bound(16, 4096, integer=True)
 # settings of the SGDR schedule only: another schedule ignores them
@@ -86,17 +94,19 @@ SGDR_ONLY = ("cycles", "cycle_len", "cycle_mult")
 # cosine), which beat the course recipe with TTA on each of split seeds 1-9 over 8 epochs, and
 # with the stem and first 3 blocks fixed (1.3x faster epochs) over 12 epochs, beat that 8-epoch
 # loop on each of seeds 42 and 12-14 (0.955 against 0.939 with TTA over 12-14); a warm-up over the
-# first 10% of its cosine then added 0.5 with TTA over seeds 12-14 side by side. "best" is the
-# same loop, twice as long and progressively resized (12 epochs at 128 px, then 12 at 192):
+# first 10% of its cosine then added 0.5 with TTA over seeds 12-14 side by side; its length is
+# a time budget (DEFAULT_MINUTES, TrainConfig.length_budget), not a preset setting. "best" is the
+# same loop over 24 epochs, progressively resized (12 epochs at 128 px, then 12 at 192):
 # 0.967 with TTA over split seeds 1-3 (tuned on 42), against 0.962 for the recipe's stages at
-# 128 and 192 px (the best before it) and 0.940 for "recipe", at about 3-4 times fast's time.
+# 128 and 192 px (the best before it) and 0.940 for "recipe", at about twice fast's time.
 # head first, then SGDR restarts; every block trains (as the recipe was measured)
 _COURSE = {"freeze_epochs": 4, "schedule": "sgdr", "fixed_blocks": 0}
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {},
     # the course recipe: head stage, range tests, SGDR, differential LRs (the default before the plain loop)
     "recipe": {**_COURSE, "lr": "auto", "lr_ratio": 3.0, "warmup_pct": 0.0},
-    # the default's loop, twice as long, the second half at 192 px (measured without the default's warm-up)
+    # the default's loop over 24 epochs (twice its fixed 12 of before), the second half at 192 px
+    # (measured without the default's warm-up)
     "best": {"sizes": [128, 192], "epochs": 24, "warmup_pct": 0.0},
 }
 
@@ -106,11 +116,12 @@ class TrainConfig:
     """A training run, resolved: saved as config.json so the run can be repeated or resumed."""
 
     preset: str = setting("fast", "a named set of defaults: fast (a plain fine-tuning loop, one LR and one cosine "
-                          "after a short warm-up, the first blocks fixed; measured: 6-13 minutes on 2-core CPUs), "
+                          f"after a short warm-up, the first blocks fixed, for as many epochs as {DEFAULT_MINUTES:g} "
+                          "minutes hold on this machine), "
                           "recipe (the course recipe: head stage, LR range tests, SGDR, differential LRs; measured 1-2 "
-                          "points lower) or best (fast's loop, twice as long, its second half at 192 px: about 3-4 "
-                          "times as long, 0.967 with TTA against fast's 0.959 on the same split seeds); options given "
-                          "with it override it", "str", "recipe", choices=tuple(PRESETS))
+                          "points lower) or best (fast's loop over a fixed 24 epochs, its second half at 192 px: about "
+                          "twice as long, 0.967 with TTA against 0.959 for 12 epochs on the same split seeds); options "
+                          "given with it override it", "str", "recipe", choices=tuple(PRESETS))
     # data
     train_dir: str = setting("", "labelled folder: TRAIN_DIR/<class>/<image>", "str", "data", cli=False)
     valid_dir: str | None = setting(None, "a labelled folder to validate on instead of a hold-out", "str", "data",
@@ -199,12 +210,15 @@ class TrainConfig:
     schedule: str = setting("cosine", "LR schedule", "str", "recipe", choices=SCHEDULES)
     epochs: int | None = setting(None, "unfrozen epochs; with SGDR the cycles are fitted into them; 0 skips the stage",
                                  "int", "recipe", bound=INT0, metavar="N",
-                                 default_text="SGDR: from the cycles; others: 12")
+                                 default_text=f"as many as {DEFAULT_MINUTES:g} minutes hold on this machine, at most "
+                                              f"{DEFAULT_MAX_EPOCHS} (see --time); "
+                                              "SGDR: from the cycles; with --folds: 12")
     time_budget: float | None = setting(None, "minutes the run may take on this machine, from its start to its "
                                         "report: a short speed probe before the first step chooses --epochs to fit "
                                         "(recorded in config.json, so its command repeats the run exactly); with "
                                         "--epochs, at most that many", "float", "recipe", bound=Bound(0, lo_open=True),
-                                        flags=("--time",), metavar="MIN")
+                                        flags=("--time",), metavar="MIN",
+                                        default_text=f"none; the default plan takes {DEFAULT_MINUTES:g} (see --epochs)")
     size_epochs: list[int] | None = setting(None, "with --sizes and a schedule other than SGDR: the unfrozen epochs at "
                                             "each size, e.g. 12,8 (instead of --epochs, which shares them out evenly)",
                                             "ints", "recipe", bound=INT1, metavar="A,B,..")
@@ -287,6 +301,16 @@ class TrainConfig:
     def eval_cache_px(self) -> int:
         """Side of the cached images the model is evaluated (and later used) on."""
         return round(self.eval_size * EVAL_SOURCE_FACTOR)
+
+    def length_budget(self) -> tuple[float, int | None] | None:
+        """(minutes, at most this many epochs or None) when a time budget chooses this run's epochs:
+        --time (capped by --epochs when given), or the default's own budget when nothing fixes the
+        epochs; None for a fixed plan. unfrozen_epochs() is the plan before the budget chooses."""
+        if self.time_budget:
+            return self.time_budget, self.epochs
+        if self.epochs is None and self.schedule != "sgdr" and not self.size_epochs and self.folds == 1:
+            return DEFAULT_MINUTES, DEFAULT_MAX_EPOCHS
+        return None
 
     def unfrozen_epochs(self) -> int:
         """Epochs of the unfrozen stage."""

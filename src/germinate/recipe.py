@@ -176,7 +176,7 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
     world.on_main(lambda: run.check_writable(overwrite))
     started = time.perf_counter()
     learn = create_learner(cfg, None, reporter, world)
-    if cfg.time_budget:
+    if cfg.length_budget():
         learn.budget = fit_time_budget(learn, started)
     learn.plan = plan_stages(learn.cfg)
     if world.is_main:
@@ -195,34 +195,44 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
 
 
 def fit_time_budget(learn: Learner, started: float) -> dict:
-    """--time: measure this machine's speed, then give the learner's config the most epochs whose
-    estimated run fits what is left of the budget (time_budget.py); what was measured and
-    chosen, for config.json. The config that trains has --epochs N and no --time, so the
-    command config.json records repeats the run exactly."""
-    cfg = learn.cfg
-    learn.reporter.info(f"--time {cfg.time_budget:g}: timing a few training steps and validation batches")
+    """--time, or the default's own budget (TrainConfig.length_budget): measure this machine's
+    speed, then give the learner's config the most epochs whose estimated run fits what is left of
+    the budget (time_budget.py); what was measured and chosen, for config.json. The config that
+    trains has --epochs N and no --time, so the command config.json records repeats the run exactly."""
+    minutes, most = learn.cfg.length_budget()
+    given = bool(learn.cfg.time_budget)  # else the default's own
+    cfg = dataclasses.replace(learn.cfg, time_budget=minutes, epochs=most)
+    said = _budget_name(minutes, given)
+    learn.reporter.info(f"{said}: timing a few training steps and validation batches")
     speeds = learn.measure_speeds()
     views = len(tta_views(cfg.flip, cfg.tta))
-    left = cfg.time_budget * 60 - (time.perf_counter() - started)
+    left = minutes * 60 - (time.perf_counter() - started)
     epochs, estimate = learn.world.broadcast(epochs_for_budget(cfg, speeds, left * SAFETY, views))
     per_step = ", ".join(f"{s:.2f} s at {px} px" for px, s in speeds.step_s.items())
     if epochs == 0:
         raise GerminateError(
-            f"--time {cfg.time_budget:g} is too short here: {min_epochs(cfg)} epoch(s) would take about "
-            f"{estimate / 60:.1f} min more (a training step takes {per_step}); give more minutes, or --epochs")
+            f"{said} {'is' if given else 'are'} too short here: {min_epochs(cfg)} epoch(s) would take about "
+            f"{estimate / 60:.1f} min more (a training step takes {per_step}); give more minutes with --time, or "
+            f"--epochs")
     learn.cfg = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
     spent = time.perf_counter() - started
-    capped = " (the most --epochs allows)" if epochs == cfg.epochs else ""
-    learn.reporter.info(f"--time {cfg.time_budget:g}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
+    capped = f" (the most {'--epochs allows' if given else 'the default takes'})" if epochs == most else ""
+    learn.reporter.info(f"{said}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
                         f"about {(spent + estimate) / 60:.1f} min in all); repeat this run with --epochs {epochs}")
-    return {"minutes": cfg.time_budget, "epochs": epochs, "estimated_minutes": round((spent + estimate) / 60, 2),
-            "safety": SAFETY, "speeds": speeds.to_dict()}
+    return {"minutes": minutes, "epochs": epochs, "estimated_minutes": round((spent + estimate) / 60, 2),
+            "safety": SAFETY, "speeds": speeds.to_dict(), "given": given}
+
+
+def _budget_name(minutes: float, given: bool) -> str:
+    """How messages name a budget: the user's --time, or the default's own."""
+    return f"--time {minutes:g}" if given else f"the default's {minutes:g} minutes"
 
 
 def _say_budget(learn: Learner, seconds: float) -> None:
     """How the run kept to its --time."""
     budget = learn.budget
-    line = (f"--time {budget['minutes']:g}: the run took {seconds / 60:.1f} min "
+    said = _budget_name(budget["minutes"], budget.get("given", True))
+    line = (f"{said}: the run took {seconds / 60:.1f} min "
             f"(estimated {budget['estimated_minutes']:.1f})")
     if seconds > budget["minutes"] * 60:
         learn.reporter.warn(line + ": the machine was slower than when the probe timed it")

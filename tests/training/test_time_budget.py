@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from germinate import TrainConfig, create_learner, train
+from germinate import TrainConfig, config, create_learner, train
+from germinate.config import DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
 from germinate.training.plan import plan_stages
 from germinate.training.time_budget import (FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS, Speeds,
@@ -93,6 +94,18 @@ def test_a_given_epochs_caps_what_the_budget_chooses_and_a_presets_does_not():
     assert epochs_for_budget(capped, SPEEDS, 5 * 60, 8)[0] < 20  # a cap is not a floor
 
 
+def test_the_default_plan_takes_its_own_budget_and_anything_that_fixes_the_epochs_turns_it_off():
+    assert TrainConfig().length_budget() == (DEFAULT_MINUTES, DEFAULT_MAX_EPOCHS)
+    assert TrainConfig.from_preset("fast", schedule="onecycle", sizes=[96, 128]).length_budget() == (14, 40)
+    assert TrainConfig(time_budget=10).length_budget() == (10, None)  # --time alone: no cap
+    assert TrainConfig(time_budget=10, epochs=20).length_budget() == (10, 20)
+    fixed = [TrainConfig(epochs=12), TrainConfig(epochs=0), TrainConfig.from_preset("recipe"),  # SGDR: its cycles
+             TrainConfig.from_preset("best"), TrainConfig(folds=5), TrainConfig(folds=5, fold=2),
+             TrainConfig(sizes=[96, 128], size_epochs=[6, 6])]
+    assert [cfg.length_budget() for cfg in fixed] == [None] * len(fixed)
+    assert TrainConfig().unfrozen_epochs() == 12  # the plan before the budget chooses (--sizes is checked on it)
+
+
 def test_time_is_refused_with_what_it_cannot_fit():
     with pytest.raises(GerminateError, match="--epochs 0"):
         TrainConfig.from_preset("fast", time_budget=5, epochs=0).validate()
@@ -138,6 +151,19 @@ def test_a_budgeted_run_records_its_epochs_and_repeats_as_epochs_n(labelled: Pat
     train(dataclasses.replace(cfg, time_budget=None, epochs=epochs), tmp_path / "again")
     metrics = [(tmp_path / run / "metrics.csv").read_text() for run in ("budget", "again")]
     assert metrics[0] == metrics[1] and len(metrics[0].splitlines()) == epochs + 1
+
+
+def test_the_default_run_is_budgeted_and_a_given_epochs_is_not(labelled: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(config, "DEFAULT_MAX_EPOCHS", 2)  # the default's cap, so that the test is short
+    learn = train(TrainConfig(train_dir=str(labelled), size=32, bs=8, seed=5), tmp_path / "default")
+    recorded = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert recorded["time_budget"]["minutes"] == DEFAULT_MINUTES and recorded["time_budget"]["given"] is False
+    # 14 minutes hold 2 tiny epochs on any machine: the cap, recorded as --epochs (it repeats the run)
+    assert learn.cfg.epochs == recorded["config"]["epochs"] == 2 and recorded["config"]["time_budget"] is None
+    assert recorded["command"].endswith("--epochs 2 --seed 5") and "--time" not in recorded["command"]
+    train(TrainConfig(train_dir=str(labelled), size=32, bs=8, seed=5, epochs=1), tmp_path / "fixed")
+    assert "time_budget" not in json.loads((tmp_path / "fixed" / "config.json").read_text())
 
 
 def test_too_short_a_budget_is_a_one_line_error_and_writes_nothing(labelled: Path, tmp_path: Path):
