@@ -32,7 +32,7 @@ DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-se
 # Each technique on its own, against the recipe or the default it was measured on (the flags a
 # user would type). The default is the plain loop with the stem and first 3 blocks fixed, for as
 # many epochs as 14 minutes hold (at most 40) after a warm-up over the first 10%; before that it
-# was the same loop over a fixed 12 epochs (`e12`; `warmup10` spells it out; `fixed3-e12` is the default
+# was the same loop over a fixed 12 epochs (`epochs12`; `warmup10` spells it out; `fixed3-e12` is the default
 # before the warm-up, and every setting measured before it runs without one, as it was measured);
 # `fast-e8` is the default before the fixed blocks, every block training
 # over 8 epochs (`plain-e8` with its flags spelled out), which the `default-*` settings were
@@ -111,7 +111,7 @@ SETTINGS.update({
     # SGD with Nesterov momentum instead of AdamW (coupled weight decay, so far smaller than AdamW's)
     "sgd-lr001": "--opt sgd --lr 0.01 --wd 1e-4",
     "sgd-lr003": "--opt sgd --lr 0.03 --wd 1e-4",
-    "e12": "--epochs 12",  # the default before its time budget: 12 epochs on any machine
+    "epochs12": "--epochs 12",  # the default before its time budget: 12 epochs on any machine
     "e24": "--epochs 24",  # the default's loop twice as long (at 128 px throughout, unlike best)
     # the default's loop for as many epochs as 15 (or 10) minutes hold on the machine it runs on
     "time15": "--time 15",

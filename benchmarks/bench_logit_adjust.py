@@ -9,7 +9,7 @@ alone, as final.json's plain figure). Runs trained with
 `--logit-adjust` already carry a shift and are refused. T is chosen on the tuning split (seed 42)
 and reported on the others.
 
-    python benchmarks/bench_logit_adjust.py runs/bench-accuracy/e12-seed15 ... --taus 0,0.5,0.75,1
+    python benchmarks/bench_logit_adjust.py runs/bench-accuracy/epochs12-seed15 ... --taus 0,0.5,0.75,1
 """
 
 from __future__ import annotations
