@@ -1,4 +1,5 @@
-"""`--time MIN`: the most epochs that fit a wall-clock budget, from a short speed probe.
+"""`--time MIN` (and the default's own budget, TrainConfig.length_budget): the most epochs that fit
+a wall-clock budget, from a short speed probe.
 
 Like Ultralytics' `time=`, but decided once, before the first step: a few training steps at each
 training size and a few validation batches are timed (`Learner.measure_speeds`), the run's time is
