@@ -308,21 +308,26 @@ class TrainConfig:
         epochs; None for a fixed plan. unfrozen_epochs() is the plan before the budget chooses."""
         if self.time_budget:
             return self.time_budget, self.epochs
-        if self.epochs is None and self.schedule != "sgdr" and not self.size_epochs and self.folds == 1:
+        if self._length_unset() and self.folds == 1:
             return DEFAULT_MINUTES, DEFAULT_MAX_EPOCHS
         return None
+
+    def _length_unset(self) -> bool:
+        """Nothing sets the unfrozen stage's length (no --size-epochs, --epochs or SGDR cycles): the
+        plan falls back to 12 epochs, and a single run's length is the default's budget."""
+        return not self.size_epochs and self.epochs is None and self.schedule != "sgdr"
 
     def unfrozen_epochs(self) -> int:
         """Epochs of the unfrozen stage."""
         from germinate.training.schedule import sgdr_epochs
 
+        if self._length_unset():
+            return 12
         if self.size_epochs:
             return sum(self.size_epochs)
         if self.epochs is not None:
             return self.epochs
-        if self.schedule == "sgdr":
-            return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
-        return 12
+        return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
 
     def unfrozen_parts(self) -> int:
         """How many sizes the unfrozen stage can be split into: its SGDR cycles (--cycles, or as
