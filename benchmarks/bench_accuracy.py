@@ -121,6 +121,11 @@ SETTINGS.update({
     # the default with its exported model's logits shifted by -0.75 x log(class share): T chosen on
     # seed 42 by bench_logit_adjust.py, which computes the same figures from a finished default run
     "logit75": "--logit-adjust 0.75",
+    # mixup on long runs, where a regulariser has epochs to pay off: best's 24, and the default's 12
+    "best-mixup02": "--preset best --mixup 0.2",
+    "mixup02-e12": "--epochs 12 --mixup 0.2",
+    # best's time spent at 192 px throughout instead of 128 then 192: the default's loop, 20 epochs
+    "s192-e20": "--size 192 --epochs 20",
 })
 
 # Settings measured on the default's loop before its time budget keep their meaning (and their
