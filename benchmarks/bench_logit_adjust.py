@@ -15,7 +15,6 @@ and reported on the others.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from germinate.data.cache import FileSource
+from germinate.data.manifest import split_images
 from germinate.evaluate.metrics import summary
 from germinate.evaluate.predict import predict_views, tta_views
 from germinate.models.export import load_model
@@ -39,14 +39,12 @@ def view_probs(run: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]
         raise SystemExit(f"{run} was trained with --logit-adjust {config['logit_adjust']}: "
                          "its model is shifted already")
     nets, info = load_model(run, snapshots=True)
-    with open(run / "split.csv", newline="") as f:
-        split = list(csv.DictReader(f))
     index = {c: i for i, c in enumerate(info.classes)}
-    valid = [r for r in split if r["split"] == "valid"]
-    train = np.array([index[r["class"]] for r in split if r["split"] == "train"])
-    source = FileSource([Path(config["train_dir"]) / r["file"] for r in valid], info.source_px)
+    files, valid = split_images(run, "valid")
+    train = np.array([index[c] for c in split_images(run, "train")[1]])
+    source = FileSource(files, info.source_px)
     probs = predict_views(nets, source, info, tta_views(info.flip, config.get("tta")), 64)
-    return probs, np.array([index[r["class"]] for r in valid]), train, info.classes
+    return probs, np.array([index[c] for c in valid]), train, info.classes
 
 
 def adjusted(probs: np.ndarray, shift: np.ndarray | None) -> np.ndarray:

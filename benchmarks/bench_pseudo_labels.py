@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_accuracy import SETTINGS, run_one  # noqa: E402  (the settings, and how one is run, shared)
 
+from germinate.data.manifest import split_images  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-seedlings"))
 RUNS = ROOT / "runs" / "bench-accuracy"
@@ -52,11 +54,11 @@ def make_folders(teacher: Path, probs: Path, threshold: float, where: Path) -> t
     """train/ (the teacher's training split plus the confident test images) and valid/ (its
     validation split) under `where`, as symlinks; (test images taken, test images labelled)."""
     if not (where / "valid").exists():
-        with open(teacher / "split.csv") as f:
-            for row in csv.DictReader(f):
-                dst = where / row["split"] / row["class"] / Path(row["file"]).name
+        for split in ("train", "valid"):
+            for file, label in zip(*split_images(teacher, split)):
+                dst = where / split / label / file.name
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.symlink_to((DATA / "train" / row["file"]).resolve())
+                dst.symlink_to(file.resolve())
     taken = labelled = 0
     with open(probs) as f:
         reader = csv.reader(f)

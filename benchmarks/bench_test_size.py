@@ -17,29 +17,25 @@ size is then evaluated, the run's own included).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import itertools
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("GERMINATE_DATA", ROOT.parent / "shared/data/plant-seedlings"))
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", help="finished run folders (trained on the shared data's train folder)")
+    p.add_argument("runs", nargs="+", help="finished run folders")
     p.add_argument("--sizes", default="144,160,176,192", help="test sizes in pixels, comma-separated")
     p.add_argument("--pairs", action="store_true", help="also TTA over every two of the sizes (probabilities averaged)")
     args = p.parse_args()
     from germinate.config import EVAL_SOURCE_FACTOR
     from germinate.data.cache import decode_images
+    from germinate.data.manifest import split_images
     from germinate.evaluate import metrics as M
     from germinate.evaluate.predict import predict_views, tta_views
     from germinate.models.export import load_model
@@ -50,10 +46,8 @@ def main() -> int:
     pair_scores: dict[tuple[int, int], list[float]] = {pair: [] for pair in pairs}
     for run in map(Path, args.runs):
         nets, info = load_model(run, snapshots=True)
-        with open(run / "split.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r["split"] == "valid"]
-        files = [DATA / "train" / r["file"] for r in rows]
-        labels = np.array([info.classes.index(r["class"]) for r in rows])
+        files, truth = split_images(run, "valid")
+        labels = np.array([info.classes.index(c) for c in truth])
         final = json.loads((run / "final.json").read_text())
         n = len(info.classes)  # the score the runs report (final.json), from the same function
         tta_probs = {}

@@ -130,3 +130,31 @@ def test_explicit_validation_folder(labelled: Path, tmp_path: Path):
     data = load_folder(labelled, 32, valid_dir=valid)
     assert len(data.train) == 36 and len(data.valid) == 9
     assert data.classes == ["Blue leaf", "Green-leaf", "Red leaf"]
+
+
+@pytest.mark.parametrize("separate_valid", [False, True])
+def test_split_images_reads_back_the_files_a_run_used(labelled: Path, tmp_path: Path, separate_valid: bool):
+    """What the benchmarks read a finished run's split from: each path resolved against the folder
+    the run took it from, its --valid folder included (relative paths in split.csv)."""
+    import csv
+    import json
+
+    from germinate.data.manifest import FIELDS, split_images, split_rows
+    from tests.conftest import make_labelled
+
+    valid = make_labelled(tmp_path / "valid", per_class=3, seed=9) if separate_valid else None
+    data = load_folder(labelled, 32, valid_pct=0.25, valid_dir=valid, seed=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"train_dir": str(labelled.absolute()),
+                                                            "valid_dir": valid and str(valid.absolute())}}))
+    with open(run / "split.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        writer.writerows(split_rows(data, labelled, valid))
+    for split, part in (("train", data.train), ("valid", data.valid)):
+        files, classes = split_images(run, split)
+        assert [f.resolve() for f in files] == [Path(f).resolve() for f in part.files]
+        assert classes == [data.classes[int(y)] for y in part.labels]
+        assert all(f.is_file() for f in files)
+    assert split_images(run, "valid")[0][0].is_relative_to(valid if separate_valid else labelled)

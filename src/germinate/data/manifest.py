@@ -5,7 +5,9 @@ training)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -31,6 +33,17 @@ def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | 
             rows.append({"file": relative_path(Path(f).absolute(), base), "class": data.classes[int(label)],
                          "split": name, "bytes": str(size)})
     return rows
+
+
+def split_images(run_dir: str | os.PathLike, split: str) -> tuple[list[Path], list[str]]:
+    """The images of one split ("train" or "valid") of a run folder and their classes, each path
+    resolved against the folder the run took it from (its --valid folder, when it had one)."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    root = Path(config.get("valid_dir") or config["train_dir"]) if split == "valid" else Path(config["train_dir"])
+    with open(run_dir / "split.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    return [root / r["file"] for r in rows], [r["class"] for r in rows]
 
 
 def rows_hash(rows: list[dict]) -> str:
