@@ -183,6 +183,9 @@ class TrainConfig:
                                   metavar="FILE")
     hidden: int = setting(512, "head hidden units; 0: a single linear layer", "int", "model", bound=INT0)
     dropout: float = setting(0.5, "head dropout (the first layer gets half)", "float", "model", bound=UNIT_OPEN)
+    drop_path: float = setting(0.0, "stochastic depth: while training, each residual block of the body is skipped "
+                               "with a probability rising with depth to this at the last block (timm models; 0.1-0.2 "
+                               "is usual); 0: off", "float", "model", bound=UNIT_OPEN)
     # optimisation
     bs: int = setting(32, "batch size", "int", "optimisation", bound=Bound(2, integer=True))
     opt: str = setting("adamw", "optimizer", "str", "optimisation", choices=("adamw", "sgd"))

@@ -47,7 +47,7 @@ def final_learner(cfg: TrainConfig, run: RunFolder, plan: list[dict], data: Data
     RUN/final-fit on rank 0 and not validating; from `state` (its checkpoint) when resuming."""
     seed_everything(cfg.seed)  # the first fit's start: the same head
     net = create_network(cfg.arch, len(data.classes), cfg.pretrained and state is None, cfg.weights, cfg.hidden,
-                         cfg.dropout, probe_size=min(cfg.train_sizes))
+                         cfg.dropout, probe_size=min(cfg.train_sizes), drop_path=cfg.drop_path)
     folder = FinalFitFolder(run / FINAL)
     if world.is_main:
         folder.path.mkdir(exist_ok=True)

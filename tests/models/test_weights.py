@@ -165,3 +165,26 @@ def test_a_backbone_that_cannot_take_the_size_is_refused_at_start(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "backbone mixer_s16_224 cannot take 64 px images" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()  # nothing written: the same --out works once fixed
+
+
+def test_drop_path_skips_blocks_while_training_only():
+    from timm.layers import DropPath
+
+    plain = create_network("efficientnet_lite0", 3, pretrained=False)
+    net = create_network("efficientnet_lite0", 3, pretrained=False, drop_path=0.5)
+    net.load_state_dict(plain.state_dict())  # stochastic depth adds no weights
+    rates = [m.drop_prob for m in net.body.modules() if isinstance(m, DropPath)]
+    n = len(rates) + 1  # the first block's rate is 0: no module
+    assert n == len(net.blocks) - 1  # every block of Lite0 but the stem
+    np.testing.assert_allclose(rates, np.linspace(0, 0.5, n)[1:])  # rising with depth to 0.5
+    assert not any(isinstance(m, DropPath) for m in plain.body.modules())
+    x = torch.randint(0, 256, (4, 3, 64, 64)).float()
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), plain.eval()(x))  # prediction: no block skipped
+        net.train(), plain.train()
+        torch.manual_seed(0)
+        a, b = net.features(x), net.features(x)
+        assert (a - b).abs().max() > 1e-2  # training: other blocks skipped on each pass
+        torch.testing.assert_close(plain.features(x), plain.features(x))
+    with pytest.raises(GerminateError, match="--drop-path needs .* resnet18 has none"):
+        create_network("resnet18", 3, pretrained=False, drop_path=0.1)

@@ -152,6 +152,26 @@ def create_imagenet_model(arch: str, pretrained: bool = True, weights_file: str 
     return model
 
 
+DROP_PATH_SLOTS = ("drop_path", "drop_path1", "drop_path2")  # where timm's residual blocks keep theirs
+
+
+def set_drop_path(body: nn.Module, rate: float) -> int:
+    """Stochastic depth: while training, each residual block's branch is skipped for a whole image
+    with a probability rising linearly with depth, from 0 at the first block to `rate` at the last
+    (the rule of Huang et al. and timm). The blocks are timm's, which keep an empty slot for it;
+    returns how many took it (0 for a model without such slots, e.g. torchvision's ResNets)."""
+    from timm.layers import DropPath
+
+    blocks = [m for m in body.modules() if any(isinstance(getattr(m, a, None), (nn.Identity, DropPath))
+                                               for a in DROP_PATH_SLOTS)]
+    for i, block in enumerate(blocks):
+        p = rate * i / max(len(blocks) - 1, 1)
+        for a in DROP_PATH_SLOTS:
+            if isinstance(getattr(block, a, None), (nn.Identity, DropPath)):
+                setattr(block, a, DropPath(p) if p > 0 else nn.Identity())
+    return len(blocks)
+
+
 def create_backbone(arch: str, pretrained: bool = True, weights_file: str | None = None) -> Backbone:
     """Build `arch`, load its weights, drop its classifier and split it into layer groups."""
     model = create_imagenet_model(arch, pretrained, weights_file)

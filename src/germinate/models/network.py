@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from germinate.errors import GerminateError
-from germinate.models.backbones import Backbone, create_backbone
+from germinate.models.backbones import Backbone, create_backbone, set_drop_path
 from germinate.models.head import ConcatPool, create_head
 from germinate.models.plant_mask import apply_mask, check_mask
 
@@ -113,11 +113,17 @@ def create_network(
     hidden: int = 512,
     dropout: float = 0.5,
     probe_size: int | None = None,
+    drop_path: float = 0.0,
 ) -> Network:
     """A backbone with pretrained weights and a fresh head for `n_classes`. With `probe_size`,
     one blank image of that size goes through it first, so that a backbone that cannot take
-    such images is refused now, in one line, not in the middle of a run."""
-    net = Network(create_backbone(arch, pretrained, weights_file), n_classes, hidden, dropout)
+    such images is refused now, in one line, not in the middle of a run. `drop_path`: the
+    stochastic depth of the body's last block (see `set_drop_path`)."""
+    backbone = create_backbone(arch, pretrained, weights_file)
+    if drop_path and not set_drop_path(backbone.body, drop_path):
+        raise GerminateError(f"--drop-path needs a model whose residual blocks take stochastic depth (timm's); "
+                             f"{arch} has none")
+    net = Network(backbone, n_classes, hidden, dropout)
     if probe_size:
         check_input_size(net, probe_size)
     return net
