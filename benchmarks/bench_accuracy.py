@@ -126,6 +126,10 @@ SETTINGS.update({
     "mixup02-e12": "--epochs 12 --mixup 0.2",
     # best's time spent at 192 px throughout instead of 128 then 192: the default's loop, 20 epochs
     "s192-e20": "--size 192 --epochs 20",
+    # best's loop on the largest offline backbone (about 1.6x Lite0's cost per epoch at 192 px)
+    "best-lite2": "--preset best --arch efficientnet_lite2",
+    # stochastic depth on best's loop, at the 0.2 EfficientNet-Lite's weights were trained with
+    "best-dp02": "--preset best --drop-path 0.2",
 })
 
 # Settings measured on the default's loop before its time budget keep their meaning (and their
