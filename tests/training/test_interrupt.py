@@ -92,9 +92,11 @@ class SignalAt(Reporter):
 def _cfg(train_dir: Path) -> TrainConfig:
     # precompute on (the default), both stages, a restart in the unfrozen stage; the head's LR from
     # the range test (the unfrozen stage's would run the same code, at twice the test's time);
-    # --bn-reestimate, so that every phase the recipe can have is stopped in
+    # --bn-reestimate, so that every phase the recipe can have is stopped in; stochastic depth, so
+    # that its random draws (and the network built on resume) must repeat too
     return TrainConfig.from_preset("recipe", train_dir=str(train_dir), size=32, bs=4, freeze_epochs=1, cycles=2,
-                                   cycle_mult=1, lrs=[1e-4, 3e-4, 1e-3], seed=11, quiet=True, bn_reestimate=True)
+                                   cycle_mult=1, lrs=[1e-4, 3e-4, 1e-3], seed=11, quiet=True, bn_reestimate=True,
+                                   drop_path=0.3)
 
 
 @pytest.fixture(scope="module")
