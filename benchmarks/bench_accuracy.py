@@ -126,9 +126,9 @@ SETTINGS.update({
     "mixup02-e12": "--epochs 12 --mixup 0.2",
     # best's time spent at 192 px throughout instead of 128 then 192: the default's loop, 20 epochs
     "s192-e20": "--size 192 --epochs 20",
-    # best's loop on the largest offline backbone (about 1.6x Lite0's cost per epoch at 192 px)
+    # best's loop on the largest offline backbone (1.3-1.5x Lite0's time per epoch, measured)
     "best-lite2": "--preset best --arch efficientnet_lite2",
-    # stochastic depth on best's loop, at the 0.2 EfficientNet-Lite's weights were trained with
+    # stochastic depth on best's loop, rising to the 0.2 EfficientNet's own training uses
     "best-dp02": "--preset best --drop-path 0.2",
 })
 
