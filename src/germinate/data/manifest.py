@@ -5,13 +5,13 @@ training)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from germinate.data.bundle import DataBundle
+from germinate.errors import GerminateError
+from germinate.run import RunFolder
 
 FIELDS = ["file", "class", "split", "bytes"]
 
@@ -38,11 +38,13 @@ def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | 
 def split_images(run_dir: str | os.PathLike, split: str) -> tuple[list[Path], list[str]]:
     """The images of one split ("train" or "valid") of a run folder and their classes, each path
     resolved against the folder the run took it from (its --valid folder, when it had one)."""
-    run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())["config"]
+    run = RunFolder(run_dir)
+    config = run.read_json("config.json")["config"]
+    recorded = run.read_csv("split.csv")
+    if not recorded:
+        raise GerminateError(f"{run / 'split.csv'} is missing: {str(run.path)!r} holds no finished run's split")
     root = Path(config.get("valid_dir") or config["train_dir"]) if split == "valid" else Path(config["train_dir"])
-    with open(run_dir / "split.csv", newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    rows = [r for r in recorded if r["split"] == split]
     return [root / r["file"] for r in rows], [r["class"] for r in rows]
 
 

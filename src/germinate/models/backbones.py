@@ -162,13 +162,13 @@ def set_drop_path(body: nn.Module, rate: float) -> int:
     returns how many took it (0 for a model without such slots, e.g. torchvision's ResNets)."""
     from timm.layers import DropPath
 
-    blocks = [m for m in body.modules() if any(isinstance(getattr(m, a, None), (nn.Identity, DropPath))
-                                               for a in DROP_PATH_SLOTS)]
-    for i, block in enumerate(blocks):
+    slots = ((m, [a for a in DROP_PATH_SLOTS if isinstance(getattr(m, a, None), (nn.Identity, DropPath))])
+             for m in body.modules())
+    blocks = [(m, names) for m, names in slots if names]
+    for i, (block, names) in enumerate(blocks):
         p = rate * i / max(len(blocks) - 1, 1)
-        for a in DROP_PATH_SLOTS:
-            if isinstance(getattr(block, a, None), (nn.Identity, DropPath)):
-                setattr(block, a, DropPath(p) if p > 0 else nn.Identity())
+        for a in names:
+            setattr(block, a, DropPath(p) if p > 0 else nn.Identity())
     return len(blocks)
 
 
