@@ -33,7 +33,7 @@ from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
-from germinate.training.time_budget import SAFETY, epochs_for_budget, min_epochs
+from germinate.training.time_budget import SAFETY, deadline_for, epochs_for_budget, min_epochs
 from germinate.ui import Muted, Reporter
 from germinate.utils import resolve_device, seed_everything
 
@@ -184,6 +184,7 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
         write_skipped(run / "skipped.csv", learn.data.skipped)
         run.write_csv("split.csv", split_rows(learn.data, cfg.train_dir, cfg.valid_dir), SPLIT_FIELDS)
         save_config(learn)
+        learn.on_cut = lambda: save_config(learn)  # a time budget's cut changes the plan
     from germinate.finish import finish_run
 
     with _stoppable(learn):
@@ -197,8 +198,9 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
 def fit_time_budget(learn: Learner, started: float) -> dict:
     """--time, or the default's own budget (TrainConfig.length_budget): measure this machine's
     speed, then give the learner's config the most epochs whose estimated run fits what is left of
-    the budget (time_budget.py); what was measured and chosen, for config.json. The config that
-    trains has --epochs N and no --time, so the command config.json records repeats the run exactly."""
+    the budget (time_budget.py), and a Deadline that cuts the last stage short if the machine
+    slows; what was measured and chosen, for config.json. The config that trains has --epochs N
+    and no --time, so the command config.json records repeats the run (exactly, unless cut)."""
     minutes, most = learn.cfg.length_budget()
     given = bool(learn.cfg.time_budget)  # else the default's own
     cfg = dataclasses.replace(learn.cfg, time_budget=minutes, epochs=most)
@@ -215,6 +217,7 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
             f"{estimate / 60:.1f} min more (a training step takes {per_step}); give more minutes with --time, or "
             f"--epochs")
     learn.cfg = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
+    learn.deadline = deadline_for(plan_stages(learn.cfg), learn.cfg, speeds, views, started, minutes * 60)
     spent = time.perf_counter() - started
     capped = f" (the most {'--epochs allows' if given else 'the default takes'})" if epochs == most else ""
     learn.reporter.info(f"{said}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
@@ -234,6 +237,9 @@ def _say_budget(learn: Learner, seconds: float) -> None:
     said = _budget_name(budget["minutes"], budget.get("given", True))
     line = (f"{said}: the run took {seconds / 60:.1f} min "
             f"(estimated {budget['estimated_minutes']:.1f})")
+    for cut in budget.get("cuts", []):
+        line += (f"; stage {cut['stage']} was cut to {cut['epochs']} epochs after epoch {cut['after_epoch']}, "
+                 f"its epochs taking {cut['epoch_s']:.0f} s")
     if seconds > budget["minutes"] * 60:
         learn.reporter.warn(line + ": the machine was slower than when the probe timed it")
     else:

@@ -1,9 +1,11 @@
 """The plan a config asks for, the LR convention, and warm-up that never warms a restart."""
 
+import json
+
 import pytest
 
 from germinate.config import TrainConfig
-from germinate.training.plan import Stage, fit_cycles, lr_for_suggestion, plan_stages, stage_lrs
+from germinate.training.plan import Stage, describe, fit_cycles, lr_for_suggestion, plan_stages, stage_lrs
 from germinate.training.schedule import sgdr_cycle_lengths
 
 
@@ -171,3 +173,13 @@ def test_size_epochs_and_resize_lr_are_refused_where_they_cannot_apply(kw, messa
 def test_impossible_sizes_are_refused_in_one_line(sizes, kw):
     with pytest.raises(GerminateError, match="--sizes takes two or more increasing sizes"):
         recipe(sizes=sizes, **kw).validate()
+
+
+def test_a_cut_stage_keeps_its_plan_and_round_trips_through_json():
+    stage = plan_stages(TrainConfig(epochs=20, lr=1e-3))[-1]
+    cut = stage.cut_to(8, 15).cut_to(10, 13)
+    assert (cut.epochs, cut.n_epochs(), cut.cuts) == (20, 13, ((8, 15), (10, 13)))
+    sched = cut.make_schedule(7)
+    assert sched.total_steps == 13 * 7 and sched.warmup_steps == stage.make_schedule(7).warmup_steps  # the plan's warm-up
+    assert Stage.from_dict(json.loads(json.dumps(cut.to_dict()))) == cut
+    assert "13 epoch(s) (cut from 20 after epoch 8)" in describe(cut)

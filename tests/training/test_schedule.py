@@ -80,3 +80,30 @@ def test_warmup_only_at_the_start_of_the_stage():
 def test_invalid_schedule_lists_valid_ones():
     with pytest.raises(ValueError, match="valid: cosine, sgdr, onecycle, flat"):
         Schedule("linear", SPE, 1)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "onecycle"])
+def test_a_cut_squeezes_the_rest_of_the_shape_into_the_steps_left(kind: str):
+    planned = Schedule(kind, SPE, 20, warmup_steps=30)
+    cut = Schedule(kind, SPE, 20, warmup_steps=30, cuts=((100, 150),))
+    assert cut.total_steps == 150 and cut.planned_steps == 200 and cut.cycle_bounds() == [(0, 150)]
+    assert [cut.lr_mult(i) for i in range(101)] == [planned.lr_mult(i) for i in range(101)]  # taken as planned
+    assert cut.lr_mult(149) == pytest.approx(planned.lr_mult(199))  # and it still ends where the plan ends
+    # halfway through what is left, halfway through what was left
+    assert cut.lr_mult(100 + 49 / 2) == pytest.approx(planned.lr_mult(100 + 99 / 2))
+    if kind == "onecycle":
+        assert cut.momentum(149) == pytest.approx(planned.momentum(199))
+    # a second cut squeezes what the first left: no jump where it is made, the same end
+    twice = Schedule(kind, SPE, 20, warmup_steps=30, cuts=((100, 150), (120, 140)))
+    assert [twice.lr_mult(i) for i in range(121)] == [cut.lr_mult(i) for i in range(121)]
+    assert twice.lr_mult(139) == pytest.approx(planned.lr_mult(199)) and twice.total_steps == 140
+    # no jump at the cut: its first step moves the LR no more than the next (squeezed) one does
+    m = [twice.lr_mult(i) for i in (120, 121, 122)]
+    assert abs(m[1] - m[0]) <= 1.2 * abs(m[2] - m[1])
+
+
+@pytest.mark.parametrize("kind, cuts", [("sgdr", ((10, 15),)), ("cosine", ((10, 10),)), ("cosine", ((10, 300),)),
+                                        ("cosine", ((10, 150), (20, 160)))])
+def test_cuts_that_would_not_shorten_one_cycle_are_refused(kind: str, cuts):
+    with pytest.raises(ValueError, match="cannot cut"):
+        Schedule(kind, SPE, 20, cycles=2, cuts=cuts)

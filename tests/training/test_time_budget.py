@@ -1,12 +1,16 @@
 """--time: the estimate of a run's time from measured speeds, the epochs that fit, the probe that
-measures them and leaves no trace, and a budgeted run that repeats as --epochs N."""
+measures them and leaves no trace, a budgeted run that repeats as --epochs N, and the deadline
+that cuts its last stage short when the machine slows."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +20,10 @@ from germinate import TrainConfig, config, create_learner, train
 from germinate.config import DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
 from germinate.training.plan import plan_stages
-from germinate.training.time_budget import (FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS, Speeds,
-                                            epochs_for_budget, forward_s, min_epochs, run_seconds,
-                                            validation_sizes)
+from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS,
+                                            Deadline, Speeds, epochs_for_budget, epochs_in_time, forward_s,
+                                            min_epochs, run_seconds, validation_sizes)
+from germinate.ui import Reporter
 
 SPEEDS = Speeds(step_s={128: 0.8, 192: 1.8}, image_s={160: 0.004, 240: 0.009}, save_s=0.3,
                 steps_per_epoch=100, n_train=3200, n_valid=800)
@@ -172,3 +177,67 @@ def test_too_short_a_budget_is_a_one_line_error_and_writes_nothing(labelled: Pat
                            "--size", "32", "--time", "0.001"], capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "--time 0.001 is too short here" in proc.stderr and not out.exists()
+
+
+def test_the_deadline_cuts_only_when_the_pace_would_overrun():
+    # 600 s budget, 10 s after the last epoch: 20 planned epochs of 25 s end at 100 + 16 * 25 + 10 = 510 s
+    assert epochs_in_time(4, 20, 100, 25, 10, 600) is None
+    assert epochs_in_time(4, 20, 100, 30, 10, 600) is None  # 590 s: slower, but still in time
+    # at 35 s an epoch, 670 s: cut to the most epochs that end within 95% of the budget
+    cut = epochs_in_time(4, 20, 100, 35, 10, 600)
+    assert 100 + (cut - 4) * 35 + 10 <= CUT_TARGET * 600 < 100 + (cut - 3) * 35 + 10
+    assert cut == 17
+    assert epochs_in_time(4, 20, 550, 35, 10, 600) == 5  # past saving: one more epoch, to end the schedule
+    assert epochs_in_time(19, 20, 590, 35, 10, 600) is None  # nothing left to cut
+
+
+def test_the_deadline_judges_the_pace_from_recent_epochs_not_one():
+    deadline = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25)
+    assert deadline.check(1, 20, 25, now=40) is None  # one epoch says nothing yet
+    assert deadline.check(2, 20, 99, now=65) is None  # 25 s since the last: on pace
+    assert deadline.check(3, 20, 99, now=160) is None  # one slow epoch (95 s): the median stays 25 s
+    assert deadline.durations == [25, 25, 95] and deadline.pace == 25
+    # two slow epochs make a pace of 95 s, which the estimate after the last epoch scales with too
+    cut = deadline.check(4, 20, 99, now=255)
+    final = 10 * 95 / 25
+    assert cut == 4 + int((CUT_TARGET * 600 - 255 - final) // 95) == 6
+
+
+class _Slowing(Reporter):
+    """A machine that slows down after the speed probe: each training step takes `delay` more."""
+
+    def __init__(self, delay: float):
+        super().__init__(quiet=True)
+        self.delay = delay
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int):
+        with super().progress(description, total) as advance:
+            def slowly(n: int = 1, **fields: object) -> None:
+                if description.startswith("unfrozen"):
+                    time.sleep(self.delay)
+                advance(n, **fields)
+
+            yield slowly
+
+
+def test_a_run_that_slows_down_is_cut_to_end_within_its_budget(labelled: Path, tmp_path: Path):
+    # 6 tiny epochs fit 24 s by the probe; then every step takes 1.5 s more (4-5 steps an epoch), so
+    # at that pace the six would end past 24 s: the stage is cut, and its cosine still ends at 0
+    cfg = TrainConfig(train_dir=str(labelled), size=32, bs=8, seed=5, time_budget=0.4, epochs=6)
+    learn = train(cfg, tmp_path / "slow", reporter=_Slowing(1.5))
+    recorded = json.loads((tmp_path / "slow" / "config.json").read_text())
+    [stage] = recorded["plan"]
+    [cut] = recorded["time_budget"]["cuts"]
+    assert recorded["config"]["epochs"] == stage["epochs"] == 6
+    assert stage["cuts"] == [[cut["after_epoch"], cut["epochs"]]] and 2 <= cut["after_epoch"] < cut["epochs"] < 6
+    with open(tmp_path / "slow" / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == cut["epochs"] == len(learn.history)
+    with open(tmp_path / "slow" / "lrs.csv") as f:
+        lrs = [float(row["lr_group2"]) for row in csv.DictReader(f)]
+    # the epochs before the cut are those of the uncut plan, LR for LR, and it ends where the plan ends
+    planned = plan_stages(dataclasses.replace(cfg, time_budget=None))[0].make_schedule(learn.steps_per_epoch())
+    assert len(lrs) == cut["epochs"] * learn.steps_per_epoch()
+    assert lrs[-1] == pytest.approx(1e-3 * planned.lr_mult(planned.total_steps - 1), rel=1e-5)
+    before = cut["after_epoch"] * learn.steps_per_epoch()
+    assert lrs[:before] == pytest.approx([1e-3 * planned.lr_mult(i) for i in range(before)], rel=1e-5)

@@ -14,7 +14,7 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.mixing import make_mixer
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
 from germinate.training.schedule import Schedule
-from germinate.training.time_budget import Speeds, validation_sizes
+from germinate.training.time_budget import Deadline, Speeds, validation_sizes
 from germinate.ui import SILENT, Reporter
 from germinate.utils import bf16_is_fast, derive_seed, resolve_device
 
@@ -112,6 +112,8 @@ class Learner:
         self._ddp: tuple[tuple, nn.Module] | None = None  # (what it wraps, DistributedDataParallel)
         self.ranks_identical = True  # checked at the end of a distributed run
         self.budget: dict | None = None  # --time: what the speed probe measured and chose
+        self.deadline: Deadline | None = None  # --time: may shorten the last stage if the machine slows
+        self.on_cut: Callable[[], None] | None = None  # told when the deadline cut the plan (config.json)
         self.resumed_from_world = world.size
 
     # ---- layer groups -------------------------------------------------------------------
@@ -375,20 +377,43 @@ class Learner:
         # stages before the last end on a cycle end too).
         last = self.pos.stage == len(self.plan) - 1
         cycle_ends = {end // sched.steps_per_epoch for _, end in sched.cycle_bounds()[:-1 if last else None]}
-        for epoch in range(self.pos.epoch, stage.n_epochs()):
-            self.pos.epoch = epoch
+        while self.pos.epoch < stage.n_epochs():
+            epoch = self.pos.epoch
             train_loss = self._train_epoch(stage, sched, epoch)
             self._average_statistics()
             seconds = time.perf_counter() - self._epoch.started
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
                    **(self._validate(self.uses_precompute(stage)) if self._validates(stage, epoch) else {})}
             self.history.append({**row, "seconds": seconds})
+            if last and stage.schedule != "sgdr":  # SGDR's restarts would move: not cut
+                stage, sched = self._keep_to_deadline(stage, sched, epoch + 1, time.perf_counter() - self._epoch.started)
             self.pos.epoch, self.pos.batch = epoch + 1, 0
             self._epoch = _EpochStats()
             self._after_epoch(row, seconds, snapshot=stage.frozen_groups == 0 and epoch + 1 in cycle_ends)
         if not self.uses_precompute(stage):
             self._features = None  # the body (or its batchnorm statistics) changed
         self.pos = Position(self.pos.stage + 1)
+
+    def _keep_to_deadline(self, stage: Stage, sched: Schedule, done: int, seconds: float) -> tuple[Stage, Schedule]:
+        """After `done` epochs of the run's last stage, the last taking `seconds`: with a Deadline,
+        the stage cut short when the pace would carry the run past its budget (rank 0 decides for
+        all); else as it was."""
+        if self.deadline is None:
+            return stage, sched
+        epochs = self.world.broadcast(self.deadline.check(done, stage.n_epochs(), seconds, time.perf_counter()))
+        if epochs is None:
+            return stage, sched
+        pace = self.deadline.pace
+        self.reporter.warn(
+            f"this machine slowed: epochs now take {pace:.1f} s, not the {self.deadline.epoch_s:.1f} s planned; "
+            f"stage {stage.name} is cut from {stage.n_epochs()} to {epochs} epochs to end within the time budget")
+        stage = self.plan[self.pos.stage] = stage.cut_to(done, epochs)
+        if self.budget is not None:
+            self.budget["cuts"] = [*self.budget.get("cuts", []),
+                                   {"stage": stage.name, "after_epoch": done, "epochs": epochs, "epoch_s": round(pace, 2)}]
+        if self.on_cut is not None:
+            self.on_cut()
+        return stage, stage.make_schedule(sched.steps_per_epoch)
 
     def _validates(self, stage: Stage, epoch: int) -> bool:
         """Whether `epoch` (0-based) of `stage` is validated: every --valid-every-th and the stage's last."""

@@ -36,6 +36,9 @@ class Stage:
     lrs: tuple[float, ...] | None = None  # None: chosen by the LR range test when the stage starts
     precompute: bool = False
     size: int | None = None  # training image size; None: the config's (last) size
+    # (after this many epochs, this many in all) each time a time budget shortened the stage as it
+    # ran (time_budget.Deadline): the rest of its schedule squeezed into the epochs left
+    cuts: tuple[tuple[int, int], ...] = ()
 
     @property
     def head_only(self) -> bool:
@@ -43,7 +46,9 @@ class Stage:
         return self.frozen_groups >= HEAD_ONLY
 
     def n_epochs(self) -> int:
-        """Epochs in the stage (for SGDR, from its cycles)."""
+        """Epochs in the stage (for SGDR, from its cycles; after a cut, those it was cut to)."""
+        if self.cuts:
+            return self.cuts[-1][1]
         if self.schedule == "sgdr":
             return int(round(sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult)))
         return self.epochs
@@ -55,11 +60,17 @@ class Stage:
 
     def make_schedule(self, steps_per_epoch: int) -> Schedule:
         """The schedule object for this stage at `steps_per_epoch`; warm-up only in the first cycle."""
-        first = self.cycle_len if self.schedule == "sgdr" else self.n_epochs()
+        planned = sgdr_epochs(self.cycles, self.cycle_len, self.cycle_mult) if self.schedule == "sgdr" else self.epochs
+        first = self.cycle_len if self.schedule == "sgdr" else planned
         return Schedule(
-            self.schedule, steps_per_epoch, self.n_epochs(), self.cycles, self.cycle_len, self.cycle_mult,
+            self.schedule, steps_per_epoch, planned, self.cycles, self.cycle_len, self.cycle_mult,
             warmup_steps=int(self.warmup_pct * first * steps_per_epoch),
+            cuts=tuple((done * steps_per_epoch, n * steps_per_epoch) for done, n in self.cuts),
         )
+
+    def cut_to(self, done: int, epochs: int) -> Stage:
+        """This stage shortened to `epochs` after `done` of them (a time budget's cut)."""
+        return dataclasses.replace(self, cuts=(*self.cuts, (done, epochs)))
 
     def with_lrs(self, lrs: list[float]) -> Stage:
         """This stage with its peak LRs chosen."""
@@ -79,6 +90,7 @@ class Stage:
             d["frozen_groups"] = HEAD_ONLY if d.pop("frozen") else 0
         if d.get("lrs") is not None:
             d["lrs"] = tuple(d["lrs"])
+        d["cuts"] = tuple(tuple(c) for c in d.get("cuts", ()))
         return cls(**d)
 
 
@@ -206,4 +218,5 @@ def describe(stage: Stage, bs: int | None = None, processes: int = 1) -> str:
     extra += ", precomputed features" if stage.precompute else ""
     if bs is not None:
         extra += f", batch {bs}" if processes == 1 else f", batch {bs * processes} ({bs} on each of {processes} processes)"
-    return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s), {shape}, peak lr per group [{lrs}]{extra}"
+    cut = f" (cut from {stage.epochs} after epoch {stage.cuts[0][0]})" if stage.cuts else ""
+    return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s){cut}, {shape}, peak lr per group [{lrs}]{extra}"

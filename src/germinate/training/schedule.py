@@ -42,6 +42,10 @@ class Schedule:
     down to peak/final_div, momentum moving the other way), flat (constant).
     warmup_steps: optional linear warm-up at the start of the stage only (never past the first
     cycle), so that SGDR restarts still jump straight back to the peak.
+    cuts: (step, steps) for each time a time budget shortened the stage as it ran
+    (time_budget.Deadline): from `step` on, the rest of the shape is squeezed so that the stage
+    ends after `steps` steps in all; the LR goes on from where it was and still ends where the plan
+    ends. One cycle only (SGDR's cycle ends would move).
     """
 
     kind: str
@@ -56,24 +60,50 @@ class Schedule:
     div: float = 25.0
     final_div: float = 1e4
     moms: tuple[float, float] = (0.95, 0.85)
+    cuts: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in SCHEDULES:
             raise ValueError(f"Invalid schedule {self.kind!r}; valid: {', '.join(SCHEDULES)}")
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be at least 1")
+        totals = [self.planned_steps] + [steps for _, steps in self.cuts]
+        ats = [0] + [at for at, _ in self.cuts]
+        if self.cuts and (self.kind == "sgdr" or any(not (ats[i] <= ats[i + 1] < totals[i + 1] < totals[i])
+                                                     for i in range(len(self.cuts)))):
+            raise ValueError(f"cannot cut a {self.kind} schedule of {self.planned_steps} steps as {self.cuts}")
 
     @property
     def total_steps(self) -> int:
-        """Optimizer steps in the stage (for SGDR, the sum of its cycles; `epochs` is ignored)."""
+        """Optimizer steps in the stage: as planned, or as many as the last cut left."""
+        return self.cuts[-1][1] if self.cuts else self.planned_steps
+
+    @property
+    def planned_steps(self) -> int:
+        """Optimizer steps the stage was planned with (for SGDR, the sum of its cycles; `epochs` is ignored)."""
         if self.kind == "sgdr":
-            return self.cycle_bounds()[-1][1]
+            return self._planned_bounds()[-1][1]
         return max(1, round(self.epochs * self.steps_per_epoch))
+
+    def planned_step(self, step: int) -> float:
+        """The step of the planned shape that `step` takes: itself, or after a cut, the rest of the
+        shape as it stood stretched linearly over the steps left (the first still at the cut, the
+        last at the last before the cut); cuts apply latest first."""
+        x = float(step)
+        totals = [self.planned_steps] + [steps for _, steps in self.cuts]
+        for i in reversed(range(len(self.cuts))):
+            at, steps = self.cuts[i]
+            if x > at:
+                x = at + (x - at) * (totals[i] - 1 - at) / (steps - 1 - at)
+        return x
 
     def cycle_bounds(self) -> list[tuple[int, int]]:
         """(first step, one past the last step) of each cycle; one cycle unless SGDR."""
+        return [(0, self.total_steps)] if self.cuts else self._planned_bounds()
+
+    def _planned_bounds(self) -> list[tuple[int, int]]:
         if self.kind != "sgdr":
-            return [(0, self.total_steps)]
+            return [(0, self.planned_steps)]
         # Rounded where each cycle ends, not per cycle, so that fractional cycles (--epochs fitted
         # into SGDR) still end exactly on the stage's last step.
         bounds, start, done = [], 0, 0.0
@@ -86,13 +116,13 @@ class Schedule:
 
     def lr_mult(self, step: int) -> float:
         """Multiplier of the peak LR at optimizer step `step` (0-based) of the stage."""
-        step = min(max(step, 0), self.total_steps - 1)
+        step = self.planned_step(min(max(step, 0), self.total_steps - 1))
         if self.kind == "flat":
             mult = 1.0
         elif self.kind == "onecycle":
             mult = self._onecycle(step)
         else:
-            start, end = next(b for b in self.cycle_bounds() if b[0] <= step < b[1])
+            start, end = next(b for b in self._planned_bounds() if b[0] <= step < b[1])
             mult = cos_anneal(1.0, self.min_ratio, (step - start) / (end - start))
         warmup = self.warmup_in_first_cycle()
         if step < warmup:
@@ -101,24 +131,24 @@ class Schedule:
 
     def warmup_in_first_cycle(self) -> int:
         """Warm-up steps, cut to the first cycle: a restart always jumps straight back to the peak."""
-        return min(self.warmup_steps, self.cycle_bounds()[0][1])
+        return min(self.warmup_steps, self._planned_bounds()[0][1])
 
-    def _onecycle(self, step: int) -> float:
-        up = max(1, round(self.pct_start * self.total_steps))
+    def _onecycle(self, step: float) -> float:
+        up = max(1, round(self.pct_start * self.planned_steps))
         if step < up:
             return cos_anneal(1 / self.div, 1.0, step / up)
-        return cos_anneal(1.0, 1 / self.final_div, (step - up) / max(1, self.total_steps - up))
+        return cos_anneal(1.0, 1 / self.final_div, (step - up) / max(1, self.planned_steps - up))
 
     def momentum(self, step: int) -> float | None:
         """One-cycle's momentum (or Adam's beta1), moving against the LR; None for the others."""
         if self.kind != "onecycle":
             return None
         hi, lo = self.moms
-        step = min(max(step, 0), self.total_steps - 1)
-        up = max(1, round(self.pct_start * self.total_steps))
+        step = self.planned_step(min(max(step, 0), self.total_steps - 1))
+        up = max(1, round(self.pct_start * self.planned_steps))
         if step < up:
             return cos_anneal(hi, lo, step / up)
-        return cos_anneal(lo, hi, (step - up) / max(1, self.total_steps - up))
+        return cos_anneal(lo, hi, (step - up) / max(1, self.planned_steps - up))
 
     def to_dict(self) -> dict:
         """Plain values, for the saved plan."""

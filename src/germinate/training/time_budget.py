@@ -1,17 +1,23 @@
 """`--time MIN` (and the default's own budget, TrainConfig.length_budget): the most epochs that fit
 a wall-clock budget, from a short speed probe.
 
-Like Ultralytics' `time=`, but decided once, before the first step: a few training steps at each
+Like Ultralytics' `time=`, but planned before the first step: a few training steps at each
 training size and a few validation batches are timed (`Learner.measure_speeds`), the run's time is
 estimated for each epoch count from those figures and the plan's shape (pure functions below), and
-the run is then exactly the run `--epochs N` would be, with N recorded in config.json. A machine
-that is twice as fast trains about twice as long; the recorded command repeats the run anywhere.
+the run is then the run `--epochs N` would be, with N recorded in config.json. A machine that is
+twice as fast trains about twice as long; the recorded command repeats the run anywhere.
+
+A machine can also slow down after the probe (a 2-core machine here went from 29 s to 39 s
+epochs within a run). The `Deadline` watches the epochs as they end and, only when the measured
+pace would carry the run past its budget, shortens the last stage, squeezing the rest of its
+schedule into the epochs that fit (Stage.cuts); a run that keeps its pace is never touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 
 from germinate.config import TrainConfig
 from germinate.training.plan import Stage, plan_stages
@@ -24,6 +30,11 @@ RANGE_TEST_PROBE = 64  # images of the fixed batch it scores after every step
 # The plots, the report and the export after the final evaluation (measured 5-10 s on 2 cores).
 FINISH_SECONDS = 10.0
 MAX_EPOCHS = 10_000
+# The Deadline judges the pace from the median of the last few epochs (one slow epoch is not a
+# trend), after at least two, and cuts to this fraction of the budget, not all of it: a machine
+# that has slowed may slow further.
+PACE_EPOCHS = 3
+CUT_TARGET = 0.95
 
 
 @dataclass(frozen=True)
@@ -121,3 +132,57 @@ def min_epochs(cfg: TrainConfig) -> int:
     while cfg.sizes and n < MAX_EPOCHS and dataclasses.replace(cfg, epochs=n).unfrozen_parts() < len(cfg.sizes):
         n += 1
     return n
+
+
+def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, final_s: float,
+                   budget_s: float) -> int | None:
+    """The epochs a stage of `planned` epochs should be cut to after `done` of them, when at
+    `epoch_s` seconds an epoch the run would end past `budget_s` (its end: `final_s` after the
+    stage's last epoch); None when it keeps within the budget or there is nothing to cut. The
+    most epochs whose end keeps within CUT_TARGET of the budget, at least one more than done."""
+    if done + 1 >= planned or elapsed_s + (planned - done) * epoch_s + final_s <= budget_s:
+        return None
+    room = CUT_TARGET * budget_s - elapsed_s - final_s
+    return min(max(done + 1, done + int(room // epoch_s)), planned - 1)
+
+
+@dataclass
+class Deadline:
+    """Keeps a budgeted run within its budget as it goes: after each epoch of the plan's last
+    stage, the measured pace is checked against the time left (epochs_in_time).
+
+    started: the run's start (time.perf_counter()); seconds: the budget; final_s: the estimated
+    time after the last epoch (final TTA evaluation, plots, report), as the probe measured it;
+    epoch_s: the estimated seconds of one epoch of the last stage, as planned. The estimate after
+    the last epoch is scaled by how much slower the epochs turned out."""
+
+    started: float
+    seconds: float
+    final_s: float
+    epoch_s: float
+    durations: list[float] = field(default_factory=list)
+    last_end: float | None = None
+
+    @property
+    def pace(self) -> float:
+        """Seconds an epoch takes now: the median of the last few."""
+        return statistics.median(self.durations[-PACE_EPOCHS:])
+
+    def check(self, done: int, planned: int, seconds: float, now: float) -> int | None:
+        """After the `done`-th epoch (of `planned`) ended at `now`, having taken `seconds` (its
+        steps and validation; from the previous epoch's end, once there is one, so that the
+        checkpoint between them counts): the epochs to cut the stage to, or None."""
+        self.durations.append(now - self.last_end if self.last_end is not None else seconds)
+        self.last_end = now
+        if len(self.durations) < 2:
+            return None
+        final = self.final_s * max(1.0, self.pace / self.epoch_s)
+        return epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds)
+
+
+def deadline_for(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int, started: float,
+                 seconds: float) -> Deadline:
+    """The Deadline of a planned run: its last stage's estimated epoch and its end, from the probe."""
+    last = dataclasses.replace(plan[-1], epochs=1, cycles=1, cycle_len=1, lrs=(0.0,))  # no range test in an epoch
+    final = run_seconds([], cfg, speeds, views)
+    return Deadline(started, seconds, final, stage_seconds(last, cfg, speeds))
