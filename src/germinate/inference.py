@@ -18,7 +18,7 @@ from germinate.evaluate.predict import (
     write_probs,
     write_submission,
 )
-from germinate.models.export import load_model
+from germinate.models.export import ModelInfo, load_model
 from germinate.ui import SILENT, Reporter
 from germinate.utils import resolve_device, write_csv_atomic
 

@@ -145,7 +145,7 @@ def test_missing_offline_weights_explain_how_to_provide_them(monkeypatch, tmp_pa
 def test_vision_transformers_pool_their_tokens_at_any_size():
     import torch
 
-    from germinate.models.network import create_network, sync_batchnorm
+    from germinate.models.network import create_network
 
     for arch in ("vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"):
         net = create_network(arch, 3, pretrained=False, probe_size=64).eval()

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from germinate import TrainConfig, create_learner, resume, train
-from germinate.errors import TrainingInterrupted
+from germinate import TrainConfig, create_learner, train
 from germinate.training.learner import Learner
 from germinate.training.plan import Stage
 from germinate.utils import derive_seed

@@ -117,7 +117,7 @@ def create_timm(arch: str, pretrained: bool = False) -> nn.Module:
 
 def timm_pretrained(arch: str) -> nn.Module:
     """A timm model with its pretrained weights from the local cache, downloading if online."""
-    import timm
+    import timm  # noqa: F401 -- before the try: a missing timm is not "no weights offline"
 
     try:
         return create_timm(arch, pretrained=True)
