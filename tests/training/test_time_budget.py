@@ -241,3 +241,6 @@ def test_a_run_that_slows_down_is_cut_to_end_within_its_budget(labelled: Path, t
     assert lrs[-1] == pytest.approx(1e-3 * planned.lr_mult(planned.total_steps - 1), rel=1e-5)
     before = cut["after_epoch"] * learn.steps_per_epoch()
     assert lrs[:before] == pytest.approx([1e-3 * planned.lr_mult(i) for i in range(before)], rel=1e-5)
+    report = (tmp_path / "slow" / "report.html").read_text()
+    assert f"{cut['epochs']} (planned 6, cut to {cut['epochs']} after epoch {cut['after_epoch']})" in report
+    assert f"stage unfrozen was cut to {cut['epochs']} epochs after epoch {cut['after_epoch']}" in report

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from germinate.config import TrainConfig
 from germinate.run import RunFolder
+from germinate.training.plan import Stage
 from germinate.utils import write_text_atomic
 
 IMAGES = [
@@ -104,11 +105,12 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
     range_tests = [(f"lr_find_{s['name']}.png", f"LR range test, {s['name']}") for s in cfg["plan"]]  # one a stage
     out.append(("Training", curves + "".join(_image(run / n, cap) for n, cap in IMAGES[:2] + range_tests
                                              if (run / n).exists())))
-    plan_rows = [[s["name"], _body(s), s.get("size") or c["size"], s["schedule"], s["cycles"], f"{s['cycle_len']:g}",
-                  s["cycle_mult"], ", ".join(f"{x:.2e}" for x in s["lrs"] or []), "yes" if s["precompute"] else "no"]
+    plan_rows = [[s["name"], _body(s), s.get("size") or c["size"], _epochs(s), s["schedule"], s["cycles"],
+                  f"{s['cycle_len']:g}", s["cycle_mult"], ", ".join(f"{x:.2e}" for x in s["lrs"] or []),
+                  "yes" if s["precompute"] else "no"]
                  for s in cfg["plan"]]
-    out.append(("Plan", _table(["stage", "trains", "px", "schedule", "cycles", "cycle len", "cycle mult",
-                                "peak LR per group", "precomputed"], plan_rows)))
+    out.append(("Plan", _table(["stage", "trains", "px", "epochs", "schedule", "cycles", "cycle len", "cycle mult",
+                                "peak LR per group", "precomputed"], plan_rows) + _budget(cfg.get("time_budget"))))
     counts = cfg.get("class_counts", {})
     data = f"<p>{cfg['counts']['train']} training and {cfg['counts']['valid']} validation images in {len(cfg['classes'])} classes, from <code>{html.escape(c['train_dir'])}</code>.</p>"
     data += _table(["class", "training images", "validation images"], [[k, v["train"], v["valid"]] for k, v in counts.items()])
@@ -119,6 +121,26 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
     out.append(("Model", _table(["setting", "value"], settings)))
     out.append(("Reproduce", f"<pre>{html.escape(cfg.get('command') or '')}</pre><p>germinate {html.escape(cfg['germinate_version'])}</p>"))
     return out
+
+
+def _epochs(stage: dict) -> str:
+    """A stage's epochs, and the time budget's cuts when it made any."""
+    planned = Stage.from_dict(stage)
+    cuts = "".join(f", cut to {n} after epoch {done}" for done, n in planned.cuts)
+    return f"{planned.n_epochs()} (planned {planned.epochs}{cuts})" if cuts else str(planned.n_epochs())
+
+
+def _budget(budget: dict | None) -> str:
+    """How a time budget chose the epochs, and any cut it made as the run went."""
+    if not budget:
+        return ""
+    said = f"--time {budget['minutes']:g}" if budget.get("given", True) else f"the default's {budget['minutes']:g} minutes"
+    line = (f"Time budget, {said}: {budget['epochs']} epoch(s) fit as a speed probe timed this machine "
+            f"(about {budget['estimated_minutes']:.1f} min in all)")
+    for cut in budget.get("cuts", []):
+        line += (f"; the machine then slowed (epochs of {cut['epoch_s']:.0f} s), so stage {cut['stage']} was cut to "
+                 f"{cut['epochs']} epochs after epoch {cut['after_epoch']}")
+    return f"<p>{html.escape(line)}.</p>"
 
 
 def _body(stage: dict) -> str:
