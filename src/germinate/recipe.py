@@ -33,7 +33,7 @@ from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
-from germinate.training.time_budget import SAFETY, deadline_for, epochs_for_budget, min_epochs
+from germinate.training.time_budget import SAFETY, budget_name, deadline_for, epochs_for_budget, min_epochs
 from germinate.ui import Muted, Reporter
 from germinate.utils import resolve_device, seed_everything
 
@@ -204,7 +204,7 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     minutes, most = learn.cfg.length_budget()
     given = bool(learn.cfg.time_budget)  # else the default's own
     cfg = dataclasses.replace(learn.cfg, time_budget=minutes, epochs=most)
-    said = _budget_name(minutes, given)
+    said = budget_name(minutes, given)
     learn.reporter.info(f"{said}: timing a few training steps and validation batches")
     speeds = learn.measure_speeds()
     views = len(tta_views(cfg.flip, cfg.tta))
@@ -226,15 +226,10 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
             "safety": SAFETY, "speeds": speeds.to_dict(), "given": given}
 
 
-def _budget_name(minutes: float, given: bool) -> str:
-    """How messages name a budget: the user's --time, or the default's own."""
-    return f"--time {minutes:g}" if given else f"the default's {minutes:g} minutes"
-
-
 def _say_budget(learn: Learner, seconds: float) -> None:
     """How the run kept to its --time."""
     budget = learn.budget
-    said = _budget_name(budget["minutes"], budget.get("given", True))
+    said = budget_name(budget["minutes"], budget.get("given", True))
     line = (f"{said}: the run took {seconds / 60:.1f} min "
             f"(estimated {budget['estimated_minutes']:.1f})")
     for cut in budget.get("cuts", []):

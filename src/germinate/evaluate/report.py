@@ -12,6 +12,7 @@ from pathlib import Path
 from germinate.config import TrainConfig
 from germinate.run import RunFolder
 from germinate.training.plan import Stage
+from germinate.training.time_budget import budget_name
 from germinate.utils import write_text_atomic
 
 IMAGES = [
@@ -125,18 +126,17 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
 
 def _epochs(stage: dict) -> str:
     """A stage's epochs, and the time budget's cuts when it made any."""
-    planned = Stage.from_dict(stage)
-    cuts = "".join(f", cut to {n} after epoch {done}" for done, n in planned.cuts)
-    return f"{planned.n_epochs()} (planned {planned.epochs}{cuts})" if cuts else str(planned.n_epochs())
+    st = Stage.from_dict(stage)
+    cuts = "".join(f", cut to {n} after epoch {done}" for done, n in st.cuts)
+    return f"{st.n_epochs()} (planned {st.epochs}{cuts})" if cuts else str(st.n_epochs())
 
 
 def _budget(budget: dict | None) -> str:
     """How a time budget chose the epochs, and any cut it made as the run went."""
     if not budget:
         return ""
-    said = f"--time {budget['minutes']:g}" if budget.get("given", True) else f"the default's {budget['minutes']:g} minutes"
-    line = (f"Time budget, {said}: {budget['epochs']} epoch(s) fit as a speed probe timed this machine "
-            f"(about {budget['estimated_minutes']:.1f} min in all)")
+    line = (f"Time budget, {budget_name(budget['minutes'], budget.get('given', True))}: {budget['epochs']} epoch(s) "
+            f"fit as a speed probe timed this machine (about {budget['estimated_minutes']:.1f} min in all)")
     for cut in budget.get("cuts", []):
         line += (f"; the machine then slowed (epochs of {cut['epoch_s']:.0f} s), so stage {cut['stage']} was cut to "
                  f"{cut['epochs']} epochs after epoch {cut['after_epoch']}")

@@ -134,6 +134,11 @@ def min_epochs(cfg: TrainConfig) -> int:
     return n
 
 
+def budget_name(minutes: float, given: bool) -> str:
+    """How messages name a budget: the user's --time, or the default's own."""
+    return f"--time {minutes:g}" if given else f"the default's {minutes:g} minutes"
+
+
 def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, final_s: float,
                    budget_s: float) -> int | None:
     """The epochs a stage of `planned` epochs should be cut to after `done` of them, when at
