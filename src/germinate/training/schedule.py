@@ -67,11 +67,12 @@ class Schedule:
             raise ValueError(f"Invalid schedule {self.kind!r}; valid: {', '.join(SCHEDULES)}")
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be at least 1")
-        totals = [self.planned_steps] + [steps for _, steps in self.cuts]
-        ats = [0] + [at for at, _ in self.cuts]
-        if self.cuts and (self.kind == "sgdr" or any(not (ats[i] <= ats[i + 1] < totals[i + 1] < totals[i])
-                                                     for i in range(len(self.cuts)))):
-            raise ValueError(f"cannot cut a {self.kind} schedule of {self.planned_steps} steps as {self.cuts}")
+        if self.cuts:  # each cut at or after the one before, shorter than what that one left
+            totals = [self.planned_steps] + [steps for _, steps in self.cuts]
+            ats = [0] + [at for at, _ in self.cuts]
+            if self.kind == "sgdr" or any(not (ats[i] <= ats[i + 1] < totals[i + 1] < totals[i])
+                                          for i in range(len(self.cuts))):
+                raise ValueError(f"cannot cut a {self.kind} schedule of {self.planned_steps} steps as {self.cuts}")
 
     @property
     def total_steps(self) -> int:
