@@ -1,4 +1,4 @@
-"""Accuracy and wall time of named settings over several split seeds: the README's accuracy table.
+"""Accuracy and wall time of named settings over several split seeds: the README's Results and docs/accuracy.md.
 
 Each setting is `germinate train` run once per seed (the seed also draws the validation split, so
 each seed is another split). Prints, per setting, validation micro-F1 plain and with TTA as mean

@@ -79,7 +79,7 @@ INT0, INT1 = Bound(0, integer=True), Bound(1, integer=True)
 # speed probe of --time), at most DEFAULT_MAX_EPOCHS. A fixed 12 epochs took 7-9 minutes here and
 # 15 where a new user ran it; the budget holds on any machine and spends what a faster one offers:
 # 0.963 against 0.957 with TTA on fresh split seeds 21-23 side by side, 0.964 against 0.956 over
-# seeds 15-23 with --time 15 or 14 (README, Results).
+# seeds 15-23 with --time 15 or 14 (docs/results.md).
 DEFAULT_MINUTES = 14.0
 DEFAULT_MAX_EPOCHS = 40  # on a GPU, 14 minutes would be hundreds of epochs
 UNIT_OPEN = Bound(0, 1, hi_open=True)  # [0, 1)
@@ -89,7 +89,7 @@ SGDR_ONLY = ("cycles", "cycle_len", "cycle_mult")
 
 
 # Named sets of defaults (`--preset`); settings given with a preset override it, each measured
-# over three split seeds or more (README, Results and Accuracy; bench_accuracy.py). "fast" is the
+# over three split seeds or more (README, Results; docs/accuracy.md; bench_accuracy.py). "fast" is the
 # plain defaults: a plain fine-tuning loop (no head stage, no range test, one LR of 1e-3, one
 # cosine), which beat the course recipe with TTA on each of split seeds 1-9 over 8 epochs, and
 # with the stem and first 3 blocks fixed (1.3x faster epochs) over 12 epochs, beat that 8-epoch
@@ -162,7 +162,7 @@ class TrainConfig:
     # measured to hurt on the seedlings; --max-lighting 0.2 turns it on
     max_lighting: float = setting(0.0, "largest brightness/contrast change, as a fraction", "float", "augmentation",
                                   bound=UNIT_OPEN)
-    # blends of two images; measured in the README (Accuracy)
+    # blends of two images; measured in docs/accuracy.md
     mixup: float = setting(0.0, "mixup: each training batch blended with itself shifted by one image, labels alike; "
                            "the alpha of the Beta(alpha, alpha) the share is drawn from (0.2-0.4 is usual); 0: off",
                            "float", "augmentation", bound=Bound(0, 100))
@@ -231,7 +231,7 @@ class TrainConfig:
     cycles: int = setting(3, "SGDR cycles in the unfrozen stage; 0 skips the stage", "int", "recipe", bound=INT0)
     cycle_len: int = setting(1, "epochs in the first SGDR cycle", "int", "recipe", bound=INT1)
     cycle_mult: int = setting(2, "each SGDR cycle is this many times longer", "int", "recipe", bound=INT1)
-    # 0.1: measured +0.5 points with TTA over fresh split seeds 12-14, side by side (README, Accuracy)
+    # 0.1: measured +0.5 points with TTA over fresh split seeds 12-14, side by side (docs/accuracy.md)
     warmup_pct: float = setting(0.1, "linear warm-up over this fraction of each stage's first cycle", "float", "recipe",
                                 bound=UNIT_OPEN, default_text="0.1; recipe and best: 0")
     # 3 (the highest-resolution blocks) makes an epoch about 1.3x faster; the time goes to 12 epochs

@@ -67,7 +67,7 @@ class Network(nn.Module):
         """Keep every batchnorm layer of the body in eval mode, training included: it normalises
         with its pretrained running statistics, which stay as they are, while its scale and shift
         still learn. Batch statistics of these photos are not ImageNet's, and features normalised
-        with them lose what the later layers expect (see the README's probe of the head stage)."""
+        with them lose what the later layers expect (see the probe of the head stage in docs/accuracy.md)."""
         self.bn_frozen = on
         return self.train(self.training)
 
