@@ -66,18 +66,18 @@ def hard(images: dict[str, ImageRecord], min_seen: int, threshold: float) -> dic
     return {f: r for f, r in images.items() if r.seen >= min_seen and r.rate >= threshold}
 
 
-def montage(files: list[str], root: Path, out: Path, per_row: int = 12) -> None:
-    """The images in a grid, each captioned with its true and most often predicted class."""
+def montage(items: list[tuple[str, str]], root: Path, out: Path, per_row: int = 12) -> None:
+    """The images (paths under `root`) in a grid, each with its caption."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    rows = max(1, -(-len(files) // per_row))
+    rows = max(1, -(-len(items) // per_row))
     fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 1.6, rows * 1.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (f, caption) in zip(axes.flat, files):
+    for ax, (f, caption) in zip(axes.flat, items):
         ax.imshow(Image.open(root / f).convert("RGB"))
         ax.set_title(caption, fontsize=6)
     fig.tight_layout()
