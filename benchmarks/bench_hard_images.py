@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from germinate.run import RunFolder
+from germinate.finish import read_valid_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 # the error-rate bands printed, as [lo, hi)
@@ -44,15 +44,13 @@ class ImageRecord:
         return self.wrong / self.seen
 
 
-def tally(runs: list[list[dict[str, str]]]) -> dict[str, ImageRecord]:
-    """Each image (its path as in split.csv) over the runs' valid_probs.csv rows."""
+def tally(runs: list[tuple[list[dict[str, str]], list[str], np.ndarray]]) -> dict[str, ImageRecord]:
+    """Each image (its path as in split.csv) over the runs' valid_probs.csv: each run's rows, the
+    classes of its probability columns and its TTA probabilities (read_valid_probs)."""
     images: dict[str, ImageRecord] = {}
-    for rows in runs:
-        if not rows:
-            continue
-        classes = [k[4:] for k in rows[0] if k.startswith("tta:")]
-        for r in rows:
-            pred = classes[int(np.argmax([float(r[f"tta:{c}"]) for c in classes]))]
+    for rows, classes, tta in runs:
+        for r, top in zip(rows, tta.argmax(1)):
+            pred = classes[int(top)]
             rec = images.setdefault(r["file"], ImageRecord(r["class"]))
             rec.seen += 1
             if pred != rec.true:
@@ -96,14 +94,14 @@ def main() -> int:
     a = p.parse_args()
     runs = a.runs or sorted(d for sub in ("bench-accuracy", "bench-deadline")
                             for d in (ROOT / "runs" / sub).glob("*") if (d / "valid_probs.csv").exists())
-    tables = [RunFolder(r).read_csv("valid_probs.csv") for r in runs]
-    if not any(tables):
+    tables = [(rows, classes, tta) for rows, classes, _, tta in map(read_valid_probs, runs) if rows]
+    if not tables:
         sys.exit("no valid_probs.csv in the runs given: pass finished run folders")
     images = tally(tables)
     counted = {f: r for f, r in images.items() if r.seen >= a.min_seen}
     found = hard(images, a.min_seen, a.threshold)
-    per_split = np.mean([len(t) for t in tables if t])
-    print(f"{sum(1 for t in tables if t)} runs; {len(images)} images validated at least once, "
+    per_split = np.mean([len(rows) for rows, _, _ in tables])
+    print(f"{len(tables)} runs; {len(images)} images validated at least once, "
           f"{len(counted)} at least {a.min_seen} times")
     print("\n| share of its runs that got it wrong | images |\n| --- | --- |")
     for label, lo, hi in BANDS:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from germinate.data.manifest import split_images
-from germinate.run import RunFolder
+from germinate.finish import read_valid_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIR = ("Black-grass", "Loose Silky-bent")
@@ -43,9 +43,7 @@ def link_pair(run: Path, folder: Path, pair: tuple[str, ...]) -> None:
 
 def tta_probs(run: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
     """A run's validation files, true classes, class order and TTA probabilities (valid_probs.csv)."""
-    rows = RunFolder(run).read_csv("valid_probs.csv")
-    classes = [k[4:] for k in rows[0] if k.startswith("tta:")]
-    probs = np.array([[float(r[f"tta:{c}"]) for c in classes] for r in rows])
+    rows, classes, _, probs = read_valid_probs(run)
     return [r["file"] for r in rows], [r["class"] for r in rows], classes, probs
 
 

@@ -16,6 +16,7 @@ from germinate.evaluate.predict import predict_views, tta_views
 from germinate.evaluate.report import write_report
 from germinate.models.export import ModelInfo, export_model, load_model
 from germinate.models.network import Network
+from germinate.run import RunFolder
 from germinate.training.learner import Learner
 
 TOP_LOSSES = 12
@@ -48,6 +49,20 @@ def write_valid_probs(learn: Learner, plain: np.ndarray, tta: np.ndarray) -> Non
             for f, y, t, q in zip(valid.files, valid.labels, tta, plain)]
     learn.run.write_csv("valid_probs.csv", rows, ["file", "class", *(f"tta:{c}" for c in classes),
                                                   *(f"plain:{c}" for c in classes)])
+
+
+def read_valid_probs(run_dir: str | Path, classes: list[str] | None = None
+                     ) -> tuple[list[dict[str, str]], list[str], np.ndarray, np.ndarray]:
+    """A run's valid_probs.csv back (write_valid_probs): its rows, the classes its probability
+    columns are read in (`classes`, else the file's own order), and the plain and TTA
+    probabilities, an image a row. No rows when the file is missing; a KeyError or ValueError when
+    its columns or values do not fit `classes`."""
+    rows = RunFolder(run_dir).read_csv("valid_probs.csv")
+    if classes is None:
+        classes = [k[4:] for k in rows[0] if k.startswith("tta:")] if rows else []
+    plain, tta = (np.array([[float(r[f"{kind}:{c}"]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
+                  for kind in ("plain", "tta"))
+    return rows, classes, plain, tta
 
 
 def plot_top_losses(learn: Learner, probs: np.ndarray, path) -> None:

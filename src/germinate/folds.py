@@ -106,16 +106,17 @@ def _prepare(path: Path) -> str:
 
 def _fold_probs(run: RunFolder, i: int, classes: list[str]) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
     """A finished fold's validation rows, labels, and plain and TTA probabilities."""
-    rows = RunFolder(fold_dir(run, i)).read_csv("valid_probs.csv")
-    if not rows:
-        raise GerminateError(f"{fold_dir(run, i) / 'valid_probs.csv'} is missing or empty: was fold {i} run by an "
-                             "older germinate? Run it again with --overwrite")
+    from germinate.finish import read_valid_probs
+
+    path = fold_dir(run, i) / "valid_probs.csv"
     try:
+        rows, _, plain, tta = read_valid_probs(fold_dir(run, i), classes)
         labels = np.array([classes.index(r["class"]) for r in rows])
-        tta = np.array([[float(r[f"tta:{c}"]) for c in classes] for r in rows])
-        plain = np.array([[float(r[f"plain:{c}"]) for c in classes] for r in rows])
     except (KeyError, ValueError) as e:
-        raise GerminateError(f"{fold_dir(run, i) / 'valid_probs.csv'} does not match the model's classes: {e}") from e
+        raise GerminateError(f"{path} does not match the model's classes: {e}") from e
+    if not rows:
+        raise GerminateError(f"{path} is missing or empty: was fold {i} run by an older germinate? Run it again "
+                             "with --overwrite")
     return rows, labels, plain, tta
 
 
