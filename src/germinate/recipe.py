@@ -33,7 +33,8 @@ from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
-from germinate.training.time_budget import SAFETY, budget_name, deadline_for, epochs_for_budget, min_epochs
+from germinate.training.time_budget import (SAFETY, budget_name, deadline_for, describe_cut, epochs_for_budget,
+                                           min_epochs)
 from germinate.ui import Muted, Reporter
 from germinate.utils import resolve_device, seed_everything
 
@@ -233,8 +234,7 @@ def _say_budget(learn: Learner, seconds: float) -> None:
     line = (f"{said}: the run took {seconds / 60:.1f} min "
             f"(estimated {budget['estimated_minutes']:.1f})")
     for cut in budget.get("cuts", []):
-        line += (f"; stage {cut['stage']} was cut to {cut['epochs']} epochs after epoch {cut['after_epoch']}, "
-                 f"its epochs taking {cut['epoch_s']:.0f} s")
+        line += f"; {describe_cut(cut)}"
     if seconds > budget["minutes"] * 60:
         learn.reporter.warn(line + ": the machine was slower than when the probe timed it")
     else:

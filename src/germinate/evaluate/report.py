@@ -12,7 +12,7 @@ from pathlib import Path
 from germinate.config import TrainConfig
 from germinate.run import RunFolder
 from germinate.training.plan import Stage
-from germinate.training.time_budget import budget_name
+from germinate.training.time_budget import budget_name, describe_cut
 from germinate.utils import write_text_atomic
 
 IMAGES = [
@@ -138,8 +138,7 @@ def _budget(budget: dict | None) -> str:
     line = (f"Time budget, {budget_name(budget['minutes'], budget.get('given', True))}: {budget['epochs']} epoch(s) "
             f"fit as a speed probe timed this machine (about {budget['estimated_minutes']:.1f} min in all)")
     for cut in budget.get("cuts", []):
-        line += (f"; the machine then slowed (epochs of {cut['epoch_s']:.0f} s), so stage {cut['stage']} was cut to "
-                 f"{cut['epochs']} epochs after epoch {cut['after_epoch']}")
+        line += f"; the machine then slowed, so {describe_cut(cut)}"
     return f"<p>{html.escape(line)}.</p>"
 
 

@@ -139,6 +139,12 @@ def budget_name(minutes: float, given: bool) -> str:
     return f"--time {minutes:g}" if given else f"the default's {minutes:g} minutes"
 
 
+def describe_cut(cut: dict) -> str:
+    """How messages and the report tell a cut the Deadline made (an entry of time_budget.cuts)."""
+    return (f"stage {cut['stage']} was cut to {cut['epochs']} epochs after epoch {cut['after_epoch']}, "
+            f"its epochs taking {cut['epoch_s']:.0f} s")
+
+
 def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, final_s: float,
                    budget_s: float) -> int | None:
     """The epochs a stage of `planned` epochs should be cut to after `done` of them, when at
