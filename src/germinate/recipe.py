@@ -200,8 +200,9 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     """--time, or the default's own budget (TrainConfig.length_budget): measure this machine's
     speed, then give the learner's config the most epochs whose estimated run fits what is left of
     the budget (time_budget.py), and a Deadline that cuts the last stage short if the machine
-    slows; what was measured and chosen, for config.json. The config that trains has --epochs N
-    and no --time, so the command config.json records repeats the run (exactly, unless cut)."""
+    slows, or lengthens it if the epochs run quicker than the probe said; what was measured and
+    chosen, for config.json. The config that trains has --epochs N and no --time, so the command
+    config.json records repeats the run (exactly, unless the Deadline changed its length)."""
     minutes, most = learn.cfg.length_budget()
     given = bool(learn.cfg.time_budget)  # else the default's own
     cfg = dataclasses.replace(learn.cfg, time_budget=minutes, epochs=most)
@@ -218,7 +219,7 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
             f"{estimate / 60:.1f} min more (a training step takes {per_step}); give more minutes with --time, or "
             f"--epochs")
     learn.cfg = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
-    learn.deadline = deadline_for(plan_stages(learn.cfg), learn.cfg, speeds, views, started, minutes * 60)
+    learn.deadline = deadline_for(plan_stages(learn.cfg), learn.cfg, speeds, views, started, minutes * 60, most)
     spent = time.perf_counter() - started
     capped = f" (the most {'--epochs allows' if given else 'the default takes'})" if epochs == most else ""
     learn.reporter.info(f"{said}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "

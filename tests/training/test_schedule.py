@@ -102,8 +102,29 @@ def test_a_cut_squeezes_the_rest_of_the_shape_into_the_steps_left(kind: str):
     assert abs(m[1] - m[0]) <= 1.2 * abs(m[2] - m[1])
 
 
-@pytest.mark.parametrize("kind, cuts", [("sgdr", ((10, 15),)), ("cosine", ((10, 10),)), ("cosine", ((10, 300),)),
-                                        ("cosine", ((10, 150), (20, 160)))])
-def test_cuts_that_would_not_shorten_one_cycle_are_refused(kind: str, cuts):
+@pytest.mark.parametrize("kind", ["cosine", "onecycle"])
+def test_a_lengthened_stage_stretches_the_rest_of_the_shape_over_the_steps_added(kind: str):
+    planned = Schedule(kind, SPE, 20, warmup_steps=30)
+    longer = Schedule(kind, SPE, 20, warmup_steps=30, cuts=((100, 260),))
+    assert longer.total_steps == 260 and longer.cycle_bounds() == [(0, 260)]
+    assert [longer.lr_mult(i) for i in range(101)] == [planned.lr_mult(i) for i in range(101)]
+    assert longer.lr_mult(259) == pytest.approx(planned.lr_mult(199))  # the same end, later
+    assert longer.lr_mult(100 + 159 / 2) == pytest.approx(planned.lr_mult(100 + 99 / 2))
+    # a cut that a later lengthening partly gives back: the LR goes on from where it was
+    back = Schedule(kind, SPE, 20, warmup_steps=30, cuts=((100, 150), (120, 180)))
+    assert [back.lr_mult(i) for i in range(121)] == [Schedule(kind, SPE, 20, warmup_steps=30, cuts=((100, 150),))
+                                                     .lr_mult(i) for i in range(121)]
+    assert back.lr_mult(179) == pytest.approx(planned.lr_mult(199)) and back.total_steps == 180
+    m = [back.lr_mult(i) for i in (120, 121, 122)]
+    assert abs(m[1] - m[0]) <= 1.2 * abs(m[2] - m[1])
+    mults = [back.lr_mult(i) for i in range(180)]
+    if kind == "cosine":  # after the warm-up, still one cosine down: never up again
+        assert all(a >= b for a, b in zip(mults[31:], mults[32:]))
+
+
+@pytest.mark.parametrize("kind, cuts", [("sgdr", ((10, 15),)), ("cosine", ((10, 10),)), ("cosine", ((10, 200),)),
+                                        ("cosine", ((200, 300),)), ("cosine", ((10, 150), (160, 170))),
+                                        ("cosine", ((10, 150), (9, 140))), ("cosine", ((10, 150), (20, 150)))])
+def test_cuts_that_would_not_change_one_cycle_before_its_end_are_refused(kind: str, cuts):
     with pytest.raises(ValueError, match="cannot cut"):
         Schedule(kind, SPE, 20, cycles=2, cuts=cuts)

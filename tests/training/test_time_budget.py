@@ -1,6 +1,7 @@
 """--time: the estimate of a run's time from measured speeds, the epochs that fit, the probe that
 measures them and leaves no trace, a budgeted run that repeats as --epochs N, and the deadline
-that cuts its last stage short when the machine slows."""
+that cuts its last stage short when the machine slows and lengthens it when the epochs run quicker
+than the probe said."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from germinate.config import DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
 from germinate.training.plan import plan_stages
 from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS,
-                                            Deadline, Speeds, epochs_for_budget, epochs_in_time, forward_s,
+                                            SAFETY, Deadline, Speeds, epochs_for_budget, epochs_in_time, forward_s,
                                             min_epochs, run_seconds, validation_sizes)
 from germinate.ui import Reporter
 
@@ -193,6 +194,24 @@ def test_the_deadline_cuts_only_when_the_pace_would_overrun():
     assert epochs_in_time(19, 20, 590, 35, 10, 600) is None  # nothing left to cut
 
 
+def test_the_deadline_lengthens_only_what_leaves_time_unused_and_only_up_to_the_cap():
+    # 20 planned epochs of 25 s end at 120 + 16 * 25 + 10 = 530 s of 600 (as planned: within SAFETY)
+    assert epochs_in_time(4, 20, 120, 25, 10, 600, most=40) is None
+    # at 15 s an epoch they would end at 370 s: lengthened to the most that end within SAFETY
+    longer = epochs_in_time(4, 20, 120, 15, 10, 600, most=40)
+    assert 120 + (longer - 4) * 15 + 10 <= SAFETY * 600 < 120 + (longer - 3) * 15 + 10
+    assert longer == 31
+    assert epochs_in_time(4, 20, 120, 15, 10, 600, most=24) == 24  # no further than the cap
+    assert epochs_in_time(4, 20, 120, 15, 10, 600) is None  # no cap given: never lengthened
+    assert epochs_in_time(20, 20, 120, 15, 10, 600, most=40) is None  # the stage has ended
+    # only in the stage's first half, while the stretched schedule still has most of its descent ahead
+    assert epochs_in_time(10, 20, 270, 15, 10, 600, most=40) == 27
+    assert epochs_in_time(11, 20, 285, 15, 10, 600, most=40) is None
+    # between the plan's pace and the budget nothing moves: a steady pace never cuts and lengthens in turn
+    for pace in (25.0, 27.0, 28.0):
+        assert epochs_in_time(4, 20, 120, pace, 10, 600, most=40) is None
+
+
 def test_the_deadline_judges_the_pace_from_recent_epochs_not_one():
     deadline = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25)
     assert deadline.check(1, 20, 25, now=40) is None  # one epoch says nothing yet
@@ -247,3 +266,49 @@ def test_a_run_that_slows_down_is_cut_to_end_within_its_budget(labelled: Path, t
     report = (tmp_path / "slow" / "report.html").read_text()
     assert f"{cut['epochs']} (planned 6, cut to {cut['epochs']} after epoch {cut['after_epoch']})" in report
     assert f"stage unfrozen was cut to {cut['epochs']} epochs after epoch {cut['after_epoch']}" in report
+
+
+def test_the_deadline_lengthens_only_on_three_epochs_of_pace():
+    deadline = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25, most=40)
+    assert deadline.check(1, 20, 15, now=40) is None
+    assert deadline.check(2, 20, 99, now=55) is None  # two quick epochs: not yet a pace to plan on
+    assert deadline.check(3, 20, 99, now=70) == 3 + int((SAFETY * 600 - 70 - 10) // 15) == 33
+
+
+def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: Path, tmp_path: Path, monkeypatch):
+    # The probe timed a busy machine: by its figures an epoch takes 2.5 s, so about 11 fit the
+    # budget, where the tiny epochs take well under a second; after three epochs at the real pace
+    # the stage is lengthened, up to the 20 epochs --epochs allows, and its cosine stretched to end
+    # where the plan ends.
+    from germinate.training.learner import Learner
+
+    probe = Learner.measure_speeds
+
+    def busy_probe(self, *args, **kw):
+        s = probe(self, *args, **kw)
+        return dataclasses.replace(s, step_s={k: 2.5 / s.steps_per_epoch for k in s.step_s},
+                                   image_s={k: 1e-4 for k in s.image_s}, save_s=0.0)
+
+    monkeypatch.setattr(Learner, "measure_speeds", busy_probe)
+    cfg = TrainConfig(train_dir=str(labelled), size=32, bs=8, seed=5, time_budget=0.75, epochs=20)
+    learn = train(cfg, tmp_path / "quick")
+    recorded = json.loads((tmp_path / "quick" / "config.json").read_text())
+    [stage] = recorded["plan"]
+    [change] = recorded["time_budget"]["cuts"]
+    planned_epochs = recorded["config"]["epochs"]
+    assert stage["epochs"] == planned_epochs == change["from"] and 6 <= planned_epochs < 16, recorded["time_budget"]
+    assert change["after_epoch"] == 3 and change["epochs"] == 20
+    assert stage["cuts"] == [[3, change["epochs"]]]
+    with open(tmp_path / "quick" / "metrics.csv") as f:
+        assert len(list(csv.DictReader(f))) == change["epochs"] == len(learn.history)
+    with open(tmp_path / "quick" / "lrs.csv") as f:
+        lrs = [float(row["lr_group2"]) for row in csv.DictReader(f)]
+    planned = plan_stages(dataclasses.replace(cfg, time_budget=None, epochs=planned_epochs))[0].make_schedule(
+        learn.steps_per_epoch())
+    before = 3 * learn.steps_per_epoch()
+    assert len(lrs) == change["epochs"] * learn.steps_per_epoch()
+    assert lrs[:before] == pytest.approx([1e-3 * planned.lr_mult(i) for i in range(before)], rel=1e-5)
+    assert lrs[-1] == pytest.approx(1e-3 * planned.lr_mult(planned.total_steps - 1), rel=1e-5)
+    report = (tmp_path / "quick" / "report.html").read_text()
+    assert f"{change['epochs']} (planned {planned_epochs}, lengthened to {change['epochs']} after epoch 3)" in report
+    assert f"stage unfrozen was lengthened to {change['epochs']} epochs after epoch 3" in report

@@ -12,7 +12,7 @@ from pathlib import Path
 from germinate.config import TrainConfig
 from germinate.run import RunFolder
 from germinate.training.plan import Stage
-from germinate.training.time_budget import budget_name, describe_cut
+from germinate.training.time_budget import budget_name, describe_cut, lengthens
 from germinate.utils import write_text_atomic
 
 IMAGES = [
@@ -125,20 +125,23 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
 
 
 def _epochs(stage: dict) -> str:
-    """A stage's epochs, and the time budget's cuts when it made any."""
+    """A stage's epochs, and the time budget's cuts (or lengthenings) when it made any."""
     st = Stage.from_dict(stage)
-    cuts = "".join(f", cut to {n} after epoch {done}" for done, n in st.cuts)
+    before = [st.epochs] + [n for _, n in st.cuts]
+    cuts = "".join(f", {'lengthened' if n > was else 'cut'} to {n} after epoch {done}"
+                   for (done, n), was in zip(st.cuts, before))
     return f"{st.n_epochs()} (planned {st.epochs}{cuts})" if cuts else str(st.n_epochs())
 
 
 def _budget(budget: dict | None) -> str:
-    """How a time budget chose the epochs, and any cut it made as the run went."""
+    """How a time budget chose the epochs, and any change it made to them as the run went."""
     if not budget:
         return ""
     line = (f"Time budget, {budget_name(budget['minutes'], budget.get('given', True))}: {budget['epochs']} epoch(s) "
             f"fit as a speed probe timed this machine (about {budget['estimated_minutes']:.1f} min in all)")
     for cut in budget.get("cuts", []):
-        line += f"; the machine then slowed, so {describe_cut(cut)}"
+        why = "the epochs then ran quicker than the probe said" if lengthens(cut) else "the machine then slowed"
+        line += f"; {why}, so {describe_cut(cut)}"
     return f"<p>{html.escape(line)}.</p>"
 
 

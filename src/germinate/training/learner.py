@@ -112,8 +112,8 @@ class Learner:
         self._ddp: tuple[tuple, nn.Module] | None = None  # (what it wraps, DistributedDataParallel)
         self.ranks_identical = True  # checked at the end of a distributed run
         self.budget: dict | None = None  # --time: what the speed probe measured and chose
-        self.deadline: Deadline | None = None  # --time: may shorten the last stage if the machine slows
-        self.on_cut: Callable[[], None] | None = None  # told when the deadline cut the plan (config.json)
+        self.deadline: Deadline | None = None  # --time: may cut or lengthen the last stage as the pace goes
+        self.on_cut: Callable[[], None] | None = None  # told when the deadline changed the plan (config.json)
         self.resumed_from_world = world.size
 
     # ---- layer groups -------------------------------------------------------------------
@@ -396,21 +396,28 @@ class Learner:
 
     def _keep_to_deadline(self, stage: Stage, sched: Schedule, done: int, seconds: float) -> tuple[Stage, Schedule]:
         """After `done` epochs of the run's last stage, the last taking `seconds`: with a Deadline,
-        the stage cut short when the pace would carry the run past its budget (rank 0 decides for
-        all); else as it was."""
+        the stage cut short when the pace would carry the run past its budget, or lengthened when
+        it would leave time unused (rank 0 decides for all); else as it was."""
         if self.deadline is None:
             return stage, sched
-        epochs = self.world.broadcast(self.deadline.check(done, stage.n_epochs(), seconds, time.perf_counter()))
+        was = stage.n_epochs()
+        epochs = self.world.broadcast(self.deadline.check(done, was, seconds, time.perf_counter()))
         if epochs is None:
             return stage, sched
-        pace = self.deadline.pace
-        self.reporter.warn(
-            f"this machine slowed: epochs now take {pace:.1f} s, not the {self.deadline.epoch_s:.1f} s planned; "
-            f"stage {stage.name} is cut from {stage.n_epochs()} to {epochs} epochs to end within the time budget")
+        pace, planned = self.deadline.pace, self.deadline.epoch_s
+        if epochs < was:
+            self.reporter.warn(
+                f"this machine slowed: epochs now take {pace:.1f} s, not the {planned:.1f} s planned; "
+                f"stage {stage.name} is cut from {was} to {epochs} epochs to end within the time budget")
+        else:
+            self.reporter.info(
+                f"epochs take {pace:.1f} s, not the {planned:.1f} s planned: stage {stage.name} is lengthened "
+                f"from {was} to {epochs} epochs to use the time budget")
         stage = self.plan[self.pos.stage] = stage.cut_to(done, epochs)
         if self.budget is not None:
             self.budget["cuts"] = [*self.budget.get("cuts", []),
-                                   {"stage": stage.name, "after_epoch": done, "epochs": epochs, "epoch_s": round(pace, 2)}]
+                                   {"stage": stage.name, "after_epoch": done, "from": was, "epochs": epochs,
+                                    "epoch_s": round(pace, 2)}]
         if self.on_cut is not None:
             self.on_cut()
         return stage, stage.make_schedule(sched.steps_per_epoch)

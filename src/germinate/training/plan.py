@@ -36,8 +36,9 @@ class Stage:
     lrs: tuple[float, ...] | None = None  # None: chosen by the LR range test when the stage starts
     precompute: bool = False
     size: int | None = None  # training image size; None: the config's (last) size
-    # (after this many epochs, this many in all) each time a time budget shortened the stage as it
-    # ran (time_budget.Deadline): the rest of its schedule squeezed into the epochs left
+    # (after this many epochs, this many in all) each time a time budget changed the stage's length
+    # as it ran (time_budget.Deadline): the rest of its schedule squeezed into the epochs left, or
+    # stretched over more
     cuts: tuple[tuple[int, int], ...] = ()
 
     @property
@@ -46,7 +47,7 @@ class Stage:
         return self.frozen_groups >= HEAD_ONLY
 
     def n_epochs(self) -> int:
-        """Epochs in the stage (for SGDR, from its cycles; after a cut, those it was cut to)."""
+        """Epochs in the stage (for SGDR, from its cycles; after a cut, those the last left)."""
         if self.cuts:
             return self.cuts[-1][1]
         if self.schedule == "sgdr":
@@ -69,7 +70,7 @@ class Stage:
         )
 
     def cut_to(self, done: int, epochs: int) -> Stage:
-        """This stage shortened to `epochs` after `done` of them (a time budget's cut)."""
+        """This stage cut (or lengthened) to `epochs` after `done` of them, by a time budget."""
         return dataclasses.replace(self, cuts=(*self.cuts, (done, epochs)))
 
     def with_lrs(self, lrs: list[float]) -> Stage:
@@ -218,5 +219,6 @@ def describe(stage: Stage, bs: int | None = None, processes: int = 1) -> str:
     extra += ", precomputed features" if stage.precompute else ""
     if bs is not None:
         extra += f", batch {bs}" if processes == 1 else f", batch {bs * processes} ({bs} on each of {processes} processes)"
-    cut = f" (cut from {stage.epochs} after epoch {stage.cuts[0][0]})" if stage.cuts else ""
+    how = "cut" if stage.n_epochs() < stage.epochs else "lengthened"
+    cut = f" ({how} from {stage.epochs} after epoch {stage.cuts[0][0]})" if stage.cuts else ""
     return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s){cut}, {shape}, peak lr per group [{lrs}]{extra}"

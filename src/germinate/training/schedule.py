@@ -42,10 +42,11 @@ class Schedule:
     down to peak/final_div, momentum moving the other way), flat (constant).
     warmup_steps: optional linear warm-up at the start of the stage only (never past the first
     cycle), so that SGDR restarts still jump straight back to the peak.
-    cuts: (step, steps) for each time a time budget shortened the stage as it ran
-    (time_budget.Deadline): from `step` on, the rest of the shape is squeezed so that the stage
-    ends after `steps` steps in all; the LR goes on from where it was and still ends where the plan
-    ends. One cycle only (SGDR's cycle ends would move).
+    cuts: (step, steps) for each time a time budget changed the stage's length as it ran
+    (time_budget.Deadline): from `step` on, the rest of the shape is squeezed (or stretched, when
+    the stage was lengthened) so that the stage ends after `steps` steps in all; the LR goes on
+    from where it was and still ends where the plan ends. One cycle only (SGDR's cycle ends would
+    move).
     """
 
     kind: str
@@ -67,11 +68,11 @@ class Schedule:
             raise ValueError(f"Invalid schedule {self.kind!r}; valid: {', '.join(SCHEDULES)}")
         if self.steps_per_epoch < 1:
             raise ValueError("steps_per_epoch must be at least 1")
-        if self.cuts:  # each cut at or after the one before, shorter than what that one left
+        if self.cuts:  # each made at or after the one before, before the stage's end, and changing it
             totals = [self.planned_steps] + [steps for _, steps in self.cuts]
             ats = [0] + [at for at, _ in self.cuts]
-            if self.kind == "sgdr" or any(not (ats[i] <= ats[i + 1] < totals[i + 1] < totals[i])
-                                          for i in range(len(self.cuts))):
+            if self.kind == "sgdr" or any(not (ats[i] <= ats[i + 1] < min(totals[i], totals[i + 1]))
+                                          or totals[i + 1] == totals[i] for i in range(len(self.cuts))):
                 raise ValueError(f"cannot cut a {self.kind} schedule of {self.planned_steps} steps as {self.cuts}")
 
     @property
