@@ -182,4 +182,8 @@ def test_a_cut_stage_keeps_its_plan_and_round_trips_through_json():
     sched = cut.make_schedule(7)
     assert sched.total_steps == 13 * 7 and sched.warmup_steps == stage.make_schedule(7).warmup_steps  # the plan's warm-up
     assert Stage.from_dict(json.loads(json.dumps(cut.to_dict()))) == cut
-    assert "13 epoch(s) (cut from 20 after epoch 8)" in describe(cut)
+    assert "13 epoch(s) (planned 20, cut to 15 after epoch 8, cut to 13 after epoch 10)" in describe(cut)
+    back = cut.cut_to(11, 20)  # the pace recovered: the epochs the cuts took given back
+    assert back.n_epochs() == 20 and back.make_schedule(7).total_steps == 20 * 7
+    assert "20 epoch(s) (planned 20, cut to 15 after epoch 8, cut to 13 after epoch 10, lengthened to 20 after " \
+           "epoch 11)" in describe(back)

@@ -127,10 +127,7 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
 def _epochs(stage: dict) -> str:
     """A stage's epochs, and the time budget's cuts (or lengthenings) when it made any."""
     st = Stage.from_dict(stage)
-    before = [st.epochs] + [n for _, n in st.cuts]
-    cuts = "".join(f", {'lengthened' if n > was else 'cut'} to {n} after epoch {done}"
-                   for (done, n), was in zip(st.cuts, before))
-    return f"{st.n_epochs()} (planned {st.epochs}{cuts})" if cuts else str(st.n_epochs())
+    return f"{st.n_epochs()} (planned {st.epochs}, {st.length_changes()})" if st.cuts else str(st.n_epochs())
 
 
 def _budget(budget: dict | None) -> str:

@@ -411,7 +411,7 @@ class Learner:
                 f"stage {stage.name} is cut from {was} to {epochs} epochs to end within the time budget")
         else:
             self.reporter.info(
-                f"epochs take {pace:.1f} s, not the {planned:.1f} s planned: stage {stage.name} is lengthened "
+                f"epochs now take {pace:.1f} s ({planned:.1f} s planned): stage {stage.name} is lengthened "
                 f"from {was} to {epochs} epochs to use the time budget")
         stage = self.plan[self.pos.stage] = stage.cut_to(done, epochs)
         if self.budget is not None:

@@ -73,6 +73,13 @@ class Stage:
         """This stage cut (or lengthened) to `epochs` after `done` of them, by a time budget."""
         return dataclasses.replace(self, cuts=(*self.cuts, (done, epochs)))
 
+    def length_changes(self) -> str:
+        """The time budget's changes to the stage's length, in words ("" when none): "cut to 22
+        after epoch 4, lengthened to 25 after epoch 9"."""
+        before = [self.epochs] + [n for _, n in self.cuts]
+        return ", ".join(f"{'lengthened' if n > was else 'cut'} to {n} after epoch {done}"
+                         for (done, n), was in zip(self.cuts, before))
+
     def with_lrs(self, lrs: list[float]) -> Stage:
         """This stage with its peak LRs chosen."""
         return dataclasses.replace(self, lrs=tuple(float(x) for x in lrs))
@@ -219,6 +226,5 @@ def describe(stage: Stage, bs: int | None = None, processes: int = 1) -> str:
     extra += ", precomputed features" if stage.precompute else ""
     if bs is not None:
         extra += f", batch {bs}" if processes == 1 else f", batch {bs * processes} ({bs} on each of {processes} processes)"
-    how = "cut" if stage.n_epochs() < stage.epochs else "lengthened"
-    cut = f" ({how} from {stage.epochs} after epoch {stage.cuts[0][0]})" if stage.cuts else ""
+    cut = f" (planned {stage.epochs}, {stage.length_changes()})" if stage.cuts else ""
     return f"stage {stage.name} ({body}): {stage.n_epochs()} epoch(s){cut}, {shape}, peak lr per group [{lrs}]{extra}"

@@ -36,7 +36,9 @@ FINISH_SECONDS = 10.0
 MAX_EPOCHS = 10_000
 # The Deadline judges the pace from the median of the last few epochs (one slow epoch is not a
 # trend), after at least two, and cuts to this fraction of the budget, not all of it: a machine
-# that has slowed may slow further. It lengthens a stage only on a full median (three epochs),
+# that has slowed may slow further. It may lengthen a stage from the first epoch on (a first
+# epoch, with its one-off costs, is if anything slower than the rest, so a quick one means the
+# probe was pessimistic: a probe timed beside a busy process planned 2 epochs where 20 fitted),
 # and only to SAFETY of the budget, as the plan was made: between SAFETY and 1 it leaves the
 # stage alone, so that a steady pace never moves it back and forth.
 PACE_EPOCHS = 3
@@ -210,11 +212,11 @@ class Deadline:
         checkpoint between them counts): the epochs the stage should now take, or None."""
         self.durations.append(now - self.last_end if self.last_end is not None else seconds)
         self.last_end = now
-        if len(self.durations) < 2:
-            return None
         final = self.final_s * max(1.0, self.pace / self.epoch_s)
-        most = self.most if len(self.durations) >= PACE_EPOCHS else None
-        return epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, most)
+        epochs = epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, self.most)
+        if len(self.durations) < 2 and epochs is not None and epochs < planned:
+            return None  # one slow epoch is not a pace to cut on
+        return epochs
 
 
 def deadline_for(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int, started: float,
