@@ -213,15 +213,16 @@ def test_the_deadline_lengthens_only_what_leaves_time_unused_and_only_up_to_the_
 
 
 def test_the_deadline_judges_the_pace_from_recent_epochs_not_one():
-    deadline = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25)
+    deadline = Deadline(started=0.0, seconds=610, final_s=FINISH_SECONDS + 10, epoch_s=25)
     assert deadline.check(1, 20, 25, now=40) is None  # one epoch says nothing yet
     assert deadline.check(2, 20, 99, now=65) is None  # 25 s since the last: on pace
     assert deadline.check(3, 20, 99, now=160) is None  # one slow epoch (95 s): the median stays 25 s
     assert deadline.durations == [25, 25, 95] and deadline.pace == 25
-    # two slow epochs make a pace of 95 s, which the estimate after the last epoch scales with too
+    # two slow epochs make a pace of 95 s, which the final evaluation's estimate scales with too
+    # (not the plots' and the report's FINISH_SECONDS)
     cut = deadline.check(4, 20, 99, now=255)
-    final = 10 * 95 / 25
-    assert cut == 4 + int((CUT_TARGET * 600 - 255 - final) // 95) == 6
+    final = FINISH_SECONDS + 10 * 95 / 25
+    assert cut == 4 + int((CUT_TARGET * 610 - 255 - final) // 95) == 6
 
 
 class _Slowing(Reporter):
@@ -271,10 +272,11 @@ def test_a_run_that_slows_down_is_cut_to_end_within_its_budget(labelled: Path, t
 def test_one_quick_epoch_lengthens_the_stage_but_one_slow_one_does_not_cut_it():
     slow = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25, most=40)
     assert slow.check(1, 20, 95, now=120) is None  # at 95 s an epoch the run would overrun, but one says little
-    quick = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25, most=40)
-    # a first epoch is if anything slower than the rest: a quick one says the probe was pessimistic
-    assert quick.check(1, 20, 15, now=40) == 1 + int((SAFETY * 600 - 40 - 10) // 15) == 33
-    assert quick.check(2, 33, 99, now=55) is None  # still at that pace: as it now stands
+    quick = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, epoch_s=25, most=40)
+    # a first epoch is if anything slower than the rest: a quick one says the probe was pessimistic,
+    # of the final evaluation too (its 50 s estimate is now 30)
+    assert quick.check(1, 20, 15, now=40) == 1 + int((SAFETY * 600 - 40 - FINISH_SECONDS - 30) // 15) == 31
+    assert quick.check(2, 31, 99, now=55) is None  # still at that pace: as it now stands
 
 
 def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: Path, tmp_path: Path, monkeypatch):

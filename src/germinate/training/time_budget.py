@@ -8,12 +8,12 @@ the run is then the run `--epochs N` would be, with N recorded in config.json. A
 twice as fast trains about twice as long; the recorded command repeats the run anywhere.
 
 A machine can also slow down after the probe (a 2-core machine here went from 29 s to 39 s
-epochs within a run), or run quicker than the probe said (on 9 of 15 default runs, epochs took
-5-28% less than planned). The `Deadline` watches the epochs as they end and, when the measured
-pace would carry the run past its budget, shortens the last stage, squeezing the rest of its
-schedule into the epochs that fit; when more epochs would fit within SAFETY of the budget (as the
-plan was made), it lengthens the stage in its first half, stretching the rest of its schedule, up
-to the budget's cap on epochs.
+epochs within a run), or run quicker than the probe said (over 15 default runs, an epoch's
+training took 0.80-1.28 times the probe's figure; beside a busy process, 0.1 times). The
+`Deadline` watches the epochs as they end and, when the measured pace would carry the run past
+its budget, shortens the last stage, squeezing the rest of its schedule into the epochs that fit;
+when more epochs would fit within SAFETY of the budget (as the plan was made), it lengthens the
+stage in its first half, stretching the rest of its schedule, up to the budget's cap on epochs.
 Each change is recorded as one of Stage.cuts; a run that keeps its planned pace is never touched.
 """
 
@@ -191,7 +191,8 @@ class Deadline:
     time after the last epoch (final TTA evaluation, plots, report), as the probe measured it;
     epoch_s: the estimated seconds of one epoch of the last stage, as planned; most: the most
     epochs the last stage may be lengthened to (None: never lengthened). The estimate after the
-    last epoch is scaled by how much slower the epochs turned out."""
+    last epoch (but its FINISH_SECONDS) is scaled by how much slower or quicker the epochs turned
+    out."""
 
     started: float
     seconds: float
@@ -212,7 +213,8 @@ class Deadline:
         checkpoint between them counts): the epochs the stage should now take, or None."""
         self.durations.append(now - self.last_end if self.last_end is not None else seconds)
         self.last_end = now
-        final = self.final_s * max(1.0, self.pace / self.epoch_s)
+        # the final evaluation's forward passes run at the epochs' pace; the plots and report do not
+        final = FINISH_SECONDS + (self.final_s - FINISH_SECONDS) * self.pace / self.epoch_s
         epochs = epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, self.most)
         if len(self.durations) < 2 and epochs is not None and epochs < planned:
             return None  # one slow epoch is not a pace to cut on
