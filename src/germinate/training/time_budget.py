@@ -38,9 +38,9 @@ MAX_EPOCHS = 10_000
 # trend), after at least two, and cuts to this fraction of the budget, not all of it: a machine
 # that has slowed may slow further. It may lengthen a stage from the first epoch on (a first
 # epoch, with its one-off costs, is if anything slower than the rest, so a quick one means the
-# probe was pessimistic: a probe timed beside a busy process planned 2 epochs where 20 fitted),
-# and only to SAFETY of the budget, as the plan was made: between SAFETY and 1 it leaves the
-# stage alone, so that a steady pace never moves it back and forth.
+# probe was pessimistic: probes timed beside busy processes planned 2 and 4 epochs where over 20
+# fitted), and only to SAFETY of the budget, as the plan was made: between SAFETY and 1 it
+# leaves the stage alone, so that a steady pace never moves it back and forth.
 PACE_EPOCHS = 3
 CUT_TARGET = 0.95
 
