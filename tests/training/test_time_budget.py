@@ -269,28 +269,31 @@ def test_a_run_that_slows_down_is_cut_to_end_within_its_budget(labelled: Path, t
     assert f"stage unfrozen was cut to {cut['epochs']} epochs after epoch {cut['after_epoch']}" in report
 
 
-def test_one_quick_epoch_lengthens_the_stage_but_one_slow_one_does_not_cut_it():
+def test_the_deadline_lengthens_on_two_quick_epochs_or_on_one_when_the_plan_is_that_short():
     slow = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25, most=40)
     assert slow.check(1, 20, 95, now=120) is None  # at 95 s an epoch the run would overrun, but one says little
     quick = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, epoch_s=25, most=40)
-    # a first epoch is if anything slower than the rest: a quick one says the probe was pessimistic,
-    # of the final evaluation too (its 50 s estimate is now 30)
-    assert quick.check(1, 20, 15, now=40) == 1 + int((SAFETY * 600 - 40 - FINISH_SECONDS - 30) // 15) == 31
-    assert quick.check(2, 31, 99, now=55) is None  # still at that pace: as it now stands
+    assert quick.check(1, 20, 15, now=40) is None  # nor does one quick epoch
+    # two say the probe was pessimistic, of the final evaluation too (its 50 s estimate is now 30)
+    assert quick.check(2, 20, 99, now=55) == 2 + int((SAFETY * 600 - 55 - FINISH_SECONDS - 30) // 15) == 31
+    assert quick.check(3, 31, 99, now=70) is None  # still at that pace: as it now stands
+    # a plan of 2 epochs has only one before its second half: that one is enough
+    short = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, epoch_s=250, most=40)
+    assert short.check(1, 2, 15, now=40) == 1 + int((SAFETY * 600 - 40 - FINISH_SECONDS - 50 * 15 / 250) // 15)
 
 
 def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: Path, tmp_path: Path, monkeypatch):
-    # The probe timed a busy machine: by its figures an epoch takes 2.5 s, so about 11 fit the
-    # budget, where the tiny epochs take well under a second; after the first epoch the stage is
-    # lengthened, up to the 20 epochs --epochs allows, and its cosine stretched to end where the
-    # plan ends.
+    # The probe timed a busy machine: by its figures an epoch takes 3 s, so about 9 fit the budget,
+    # where the tiny epochs take well under a second (on a quiet machine); after two epochs the
+    # stage is lengthened (to the 20 epochs --epochs allows, on a quiet machine), and its cosine
+    # stretched to end where the plan ends.
     from germinate.training.learner import Learner
 
     probe = Learner.measure_speeds
 
     def busy_probe(self, *args, **kw):
         s = probe(self, *args, **kw)
-        return dataclasses.replace(s, step_s={k: 2.5 / s.steps_per_epoch for k in s.step_s},
+        return dataclasses.replace(s, step_s={k: 3.0 / s.steps_per_epoch for k in s.step_s},
                                    image_s={k: 1e-4 for k in s.image_s}, save_s=0.0)
 
     monkeypatch.setattr(Learner, "measure_speeds", busy_probe)
@@ -298,21 +301,23 @@ def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: 
     learn = train(cfg, tmp_path / "quick")
     recorded = json.loads((tmp_path / "quick" / "config.json").read_text())
     [stage] = recorded["plan"]
-    [change] = recorded["time_budget"]["cuts"]
-    planned_epochs = recorded["config"]["epochs"]
-    assert stage["epochs"] == planned_epochs == change["from"] and 2 <= planned_epochs < 16, recorded["time_budget"]
-    assert change["after_epoch"] == 1 and change["epochs"] == 20
-    assert stage["cuts"] == [[1, change["epochs"]]]
+    changes = recorded["time_budget"]["cuts"]
+    planned_epochs, ran = recorded["config"]["epochs"], changes[-1]["epochs"]
+    assert stage["epochs"] == planned_epochs == changes[0]["from"] and 4 <= planned_epochs < 16, recorded["time_budget"]
+    # lengthened after two epochs (a machine busy with other work may cut it back later)
+    assert changes[0]["after_epoch"] == 2 and planned_epochs + 2 <= changes[0]["epochs"] <= 20 and ran <= 20
+    assert stage["cuts"] == [[c["after_epoch"], c["epochs"]] for c in changes]
     with open(tmp_path / "quick" / "metrics.csv") as f:
-        assert len(list(csv.DictReader(f))) == change["epochs"] == len(learn.history)
+        assert len(list(csv.DictReader(f))) == ran == len(learn.history)
     with open(tmp_path / "quick" / "lrs.csv") as f:
         lrs = [float(row["lr_group2"]) for row in csv.DictReader(f)]
     planned = plan_stages(dataclasses.replace(cfg, time_budget=None, epochs=planned_epochs))[0].make_schedule(
         learn.steps_per_epoch())
-    before = learn.steps_per_epoch()
-    assert len(lrs) == change["epochs"] * learn.steps_per_epoch()
+    before = 2 * learn.steps_per_epoch()
+    assert len(lrs) == ran * learn.steps_per_epoch()
     assert lrs[:before] == pytest.approx([1e-3 * planned.lr_mult(i) for i in range(before)], rel=1e-5)
     assert lrs[-1] == pytest.approx(1e-3 * planned.lr_mult(planned.total_steps - 1), rel=1e-5)
     report = (tmp_path / "quick" / "report.html").read_text()
-    assert f"{change['epochs']} (planned {planned_epochs}, lengthened to {change['epochs']} after epoch 1)" in report
-    assert f"stage unfrozen was lengthened to {change['epochs']} epochs after epoch 1" in report
+    first = changes[0]["epochs"]
+    assert f"{ran} (planned {planned_epochs}, lengthened to {first} after epoch 2" in report
+    assert f"stage unfrozen was lengthened to {first} epochs after epoch 2" in report

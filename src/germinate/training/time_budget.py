@@ -36,11 +36,10 @@ FINISH_SECONDS = 10.0
 MAX_EPOCHS = 10_000
 # The Deadline judges the pace from the median of the last few epochs (one slow epoch is not a
 # trend), after at least two, and cuts to this fraction of the budget, not all of it: a machine
-# that has slowed may slow further. It may lengthen a stage from the first epoch on (a first
-# epoch, with its one-off costs, is if anything slower than the rest, so a quick one means the
-# probe was pessimistic: probes timed beside busy processes planned 2 and 4 epochs where over 20
-# fitted), and only to SAFETY of the budget, as the plan was made: between SAFETY and 1 it
-# leaves the stage alone, so that a steady pace never moves it back and forth.
+# that has slowed may slow further. It lengthens a stage on the same two epochs (on one when
+# the plan is only 2 or 3 long: probes timed beside busy processes planned 2 and 4 epochs where
+# over 20 fitted), and only to SAFETY of the budget, as the plan was made: between SAFETY and 1
+# it leaves the stage alone, so that a steady pace never moves it back and forth.
 PACE_EPOCHS = 3
 CUT_TARGET = 0.95
 
@@ -216,8 +215,10 @@ class Deadline:
         # the final evaluation's forward passes run at the epochs' pace; the plots and report do not
         final = FINISH_SECONDS + (self.final_s - FINISH_SECONDS) * self.pace / self.epoch_s
         epochs = epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, self.most)
-        if len(self.durations) < 2 and epochs is not None and epochs < planned:
-            return None  # one slow epoch is not a pace to cut on
+        # one epoch is not a pace: two are needed to cut, and to lengthen unless the stage's first
+        # half is only one epoch long (a plan of 2 or 3, which waiting would leave as it is)
+        if epochs is not None and len(self.durations) < (2 if epochs < planned else min(2, planned // 2)):
+            return None
         return epochs
 
 
