@@ -406,8 +406,10 @@ class Learner:
             return stage, sched
         pace, planned = self.deadline.pace, self.deadline.epoch_s
         if epochs < was:
+            # after a lengthening the pace may be quicker than planned and still too slow for it
+            slower = f"not the {planned:.1f} s planned" if pace > planned else "slower than when it was lengthened"
             self.reporter.warn(
-                f"this machine slowed: epochs now take {pace:.1f} s, not the {planned:.1f} s planned; "
+                f"this machine slowed: epochs now take {pace:.1f} s, {slower}; "
                 f"stage {stage.name} is cut from {was} to {epochs} epochs to end within the time budget")
         else:
             self.reporter.info(
