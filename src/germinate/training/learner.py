@@ -405,12 +405,10 @@ class Learner:
         if epochs is None:
             return stage, sched
         pace, planned = self.deadline.pace, self.deadline.epoch_s
-        if epochs < was:
-            # after a lengthening the pace may be quicker than planned and still too slow for it
-            slower = f"not the {planned:.1f} s planned" if pace > planned else "slower than when it was lengthened"
+        if epochs < was:  # the pace may still be quicker than planned (after a lengthening): say what it is
             self.reporter.warn(
-                f"this machine slowed: epochs now take {pace:.1f} s, {slower}; "
-                f"stage {stage.name} is cut from {was} to {epochs} epochs to end within the time budget")
+                f"epochs now take {pace:.1f} s ({planned:.1f} s planned), too slow to end within the time budget: "
+                f"stage {stage.name} is cut from {was} to {epochs} epochs")
         else:
             self.reporter.info(
                 f"epochs now take {pace:.1f} s ({planned:.1f} s planned): stage {stage.name} is lengthened "
