@@ -41,6 +41,7 @@ from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.mixing import make_mixer
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
+from germinate.training.sam import batchnorm_stats_kept, climb, climb_back
 from germinate.training.schedule import Schedule
 from germinate.training.time_budget import Deadline, Speeds, validation_sizes
 from germinate.ui import SILENT, Reporter
@@ -311,11 +312,20 @@ class Learner:
         """One optimizer step on this process's batch; returns its loss (this process's)."""
         if self.mixer is not None and not precompute:
             x, y = self.mixer(x, y)  # soft labels: the loss takes class probabilities
+        model = self._trainable(precompute)
         with self._autocast():
-            out = self._trainable(precompute)(x)
+            out = model(x)
         loss = self.loss_fn(out.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.cfg.sam:
+            # The gradient again at the weights moved uphill (with several processes, along the
+            # averaged gradient, so every rank moves alike); the step is taken from where they were.
+            moved = climb([p for g in self.opt.param_groups for p in g["params"]], self.cfg.sam)
+            self.opt.zero_grad(set_to_none=True)
+            with self._autocast(), batchnorm_stats_kept(self.net):
+                self.loss_fn(model(x).float(), y).backward()
+            climb_back(moved)
         self.opt.step()
         return float(loss.detach())
 
