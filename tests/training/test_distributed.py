@@ -104,10 +104,12 @@ def _start(data: Path, out: Path, *extra) -> subprocess.Popen:
 
 
 def test_a_budgeted_run_under_torchrun_plans_and_watches_its_time_as_one(data: Path, tmp_path: Path):
-    # the probe's epochs and every epoch's deadline check are rank 0's, broadcast: no rank waits alone
+    # the probe's epochs and every epoch's deadline check are rank 0's, broadcast: no rank waits alone.
+    # With --sam: both ranks climb along the averaged gradient, so their weights stay the same.
     out = tmp_path / "run"
     proc = subprocess.run(torchrun("train", data, "--out", out, "--size", "32", "--bs", "4", "--time", "2", "--epochs", "3",
-                                   "--seed", "3", "--tta", "1"), env=_env(), capture_output=True, text=True, timeout=300)
+                                   "--seed", "3", "--tta", "1", "--sam", "0.05"), env=_env(), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     recorded = json.loads((out / "config.json").read_text())
     assert recorded["time_budget"]["epochs"] == recorded["config"]["epochs"] == len(_rows(out / "metrics.csv"))
