@@ -131,7 +131,7 @@ SETTINGS.update({
     # stochastic depth on best's loop, rising to the 0.2 EfficientNet's own training uses
     "best-dp02": "--preset best --drop-path 0.2",
     # sharpness-aware minimisation at the usual rho (untuned): on the default, whose budget then
-    # holds fewer epochs (a SAM epoch took 2.2x a plain one here), and on best, which has time to
+    # holds fewer epochs (a SAM step takes 1.7-1.9x a plain one, timed side by side), and on best, which has time to
     # spare within its hour
     "sam005": "--sam 0.05 --time 14 --epochs 40",
     "best-sam005": "--preset best --sam 0.05",

@@ -193,7 +193,7 @@ class TrainConfig:
     momentum: float = setting(0.9, "SGD momentum, or AdamW's beta1", "float", "optimisation", bound=UNIT_OPEN)
     label_smoothing: float = setting(0.0, "label smoothing", "float", "optimisation", bound=UNIT_OPEN)
     sam: float = setting(0.0, "sharpness-aware minimisation: each step's gradient taken again at the weights moved "
-                         "this far uphill (the rho; 0.05 is usual), for twice the cost of a step; 0: off", "float",
+                         "this far uphill (the rho; 0.05 is usual), for 1.7-1.9x the cost of a step; 0: off", "float",
                          "optimisation", bound=Bound(0, 10), metavar="RHO")
     class_weights: str = setting("none", "weight the training loss per class: balanced (n / (classes x count), every "
                                  "class counts equally), sqrt (its square root, milder) or none", "str",
