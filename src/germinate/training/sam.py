@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from germinate.training.features import batchnorm_layers
+
 Moved = list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -47,7 +49,7 @@ def batchnorm_stats_kept(net: nn.Module) -> Iterator[None]:
     """Batchnorm layers normalise by the batch as usual inside, but do not fold it into their
     running statistics: the second pass sees the same images at moved weights, and counting them
     twice would skew the statistics prediction uses."""
-    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    layers = batchnorm_layers(net)
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
     for m in layers:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch; also for a cumulative (None) average
