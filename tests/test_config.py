@@ -104,6 +104,12 @@ def test_a_preset_sets_its_settings_and_given_ones_override_it():
     assert cfg == TrainConfig.from_preset("best", train_dir="/data/train", seed=3)
     # the command a best run records names the preset and only what differs from it
     assert cfg.command("r") == "germinate train /data/train --out r --preset best --seed 3"
+    # once best's own budget has chosen the epochs (or a length was given instead), the command
+    # names them, so that it repeats the run without the budget
+    for epochs in (24, 21):
+        chosen = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
+        assert chosen.command("r") == f"germinate train /data/train --out r --preset best --epochs {epochs} --seed 3"
+        assert _parse_command(chosen.command("r")) == chosen
     with pytest.raises(GerminateError, match="--preset"):
         TrainConfig.from_preset("slow")
 

@@ -197,16 +197,16 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
 
 
 def fit_time_budget(learn: Learner, started: float) -> dict:
-    """--time, or the default's own budget (TrainConfig.length_budget): measure this machine's
+    """--time, or a preset's own budget (the default's, best's; TrainConfig.length_budget): measure this machine's
     speed, then give the learner's config the most epochs whose estimated run fits what is left of
     the budget (time_budget.py), and a Deadline that cuts the last stage short if the machine
     slows, or lengthens it if the epochs run quicker than the probe said; what was measured and
     chosen, for config.json. The config that trains has --epochs N and no --time, so the command
     config.json records repeats the run (exactly, unless the Deadline changed its length)."""
     minutes, most = learn.cfg.length_budget()
-    given = bool(learn.cfg.time_budget)  # else the default's own
+    given = not learn.cfg.own_budget()  # else the preset's own
     cfg = dataclasses.replace(learn.cfg, time_budget=minutes, epochs=most)
-    said = budget_name(minutes, given)
+    said = budget_name(minutes, given, cfg.preset)
     learn.reporter.info(f"{said}: timing a few training steps and validation batches")
     speeds = learn.measure_speeds()
     views = len(tta_views(cfg.flip, cfg.tta))
@@ -221,17 +221,19 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     learn.cfg = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
     learn.deadline = deadline_for(plan_stages(learn.cfg), learn.cfg, speeds, views, started, minutes * 60, most)
     spent = time.perf_counter() - started
-    capped = f" (the most {'--epochs allows' if given else 'the default takes'})" if epochs == most else ""
+    preset = "the default" if cfg.preset == "fast" else f"--preset {cfg.preset}"
+    most_by = "--epochs allows" if given else f"{preset} takes"
+    capped = f" (the most {most_by})" if epochs == most else ""
     learn.reporter.info(f"{said}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
                         f"about {(spent + estimate) / 60:.1f} min in all); repeat this run with --epochs {epochs}")
     return {"minutes": minutes, "epochs": epochs, "estimated_minutes": round((spent + estimate) / 60, 2),
-            "safety": SAFETY, "speeds": speeds.to_dict(), "given": given}
+            "safety": SAFETY, "speeds": speeds.to_dict(), "given": given, "preset": cfg.preset}
 
 
 def _say_budget(learn: Learner, seconds: float) -> None:
     """How the run kept to its --time."""
     budget = learn.budget
-    said = budget_name(budget["minutes"], budget.get("given", True))
+    said = budget_name(budget["minutes"], budget.get("given", True), budget.get("preset", "fast"))
     line = (f"{said}: the run took {seconds / 60:.1f} min "
             f"(estimated {budget['estimated_minutes']:.1f})")
     for cut in budget.get("cuts", []):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import html
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from germinate import TrainConfig, config, create_learner, train
-from germinate.config import DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
+from germinate.config import BEST_MINUTES, DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
 from germinate.training.plan import plan_stages
 from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS,
@@ -106,10 +107,28 @@ def test_the_default_plan_takes_its_own_budget_and_anything_that_fixes_the_epoch
     assert TrainConfig(time_budget=10).length_budget() == (10, None)  # --time alone: no cap
     assert TrainConfig(time_budget=10, epochs=20).length_budget() == (10, 20)
     fixed = [TrainConfig(epochs=12), TrainConfig(epochs=0), TrainConfig.from_preset("recipe"),  # SGDR: its cycles
-             TrainConfig.from_preset("best"), TrainConfig(folds=5), TrainConfig(folds=5, fold=2),
-             TrainConfig(sizes=[96, 128], size_epochs=[6, 6])]
+             TrainConfig(folds=5), TrainConfig(folds=5, fold=2), TrainConfig(sizes=[96, 128], size_epochs=[6, 6])]
     assert [cfg.length_budget() for cfg in fixed] == [None] * len(fixed)
     assert TrainConfig().unfrozen_epochs() == 12  # the plan before the budget chooses (--sizes is checked on it)
+
+
+def test_best_keeps_to_its_own_budget_until_a_length_is_given_by_hand():
+    best = TrainConfig.from_preset("best")
+    assert best.length_budget() == (BEST_MINUTES, 24) and best.own_budget()  # its 24 epochs, at most
+    # at these speeds (about this 2-core machine's with SAM) all 24 fit; with steps three times as long, fewer
+    assert epochs_for_budget(best, SPEEDS, BEST_MINUTES * 60, 8)[0] == 24
+    slow = dataclasses.replace(SPEEDS, step_s={px: 3 * s for px, s in SPEEDS.step_s.items()})
+    full = run_seconds(plan_stages(best), best, slow, 8)
+    assert full > BEST_MINUTES * 60 and 2 <= epochs_for_budget(best, slow, BEST_MINUTES * 60, 8)[0] < 24
+    # a length given by hand, or K folds in one go (which a budget cannot share), replace the preset's budget
+    for given in ({"epochs": 24}, {"epochs": 30}, {"sizes": [128, 192], "size_epochs": [16, 8]}, {"folds": 5}):
+        cfg = TrainConfig.from_preset("best", **given).validate()
+        assert cfg.time_budget is None and cfg.length_budget() is None, given
+    one_fold = TrainConfig.from_preset("best", folds=5, fold=2)
+    assert one_fold.validate().length_budget() == (BEST_MINUTES, 24)  # one fold's run keeps it
+    given = TrainConfig.from_preset("best", time_budget=30)  # --time: the user's, and the epochs are free
+    assert given.length_budget() == (30, None) and not given.own_budget()
+    assert not TrainConfig.from_preset("best", time_budget=30, epochs=24).own_budget()
 
 
 def test_time_is_refused_with_what_it_cannot_fit():
@@ -172,6 +191,25 @@ def test_the_default_run_is_budgeted_and_a_given_epochs_is_not(labelled: Path, t
     assert recorded["command"].endswith("--epochs 2 --seed 5") and "--time" not in recorded["command"]
     train(TrainConfig(train_dir=str(labelled), size=32, bs=8, seed=5, epochs=1), tmp_path / "fixed")
     assert "time_budget" not in json.loads((tmp_path / "fixed" / "config.json").read_text())
+
+
+def test_best_runs_as_many_of_its_epochs_as_its_own_budget_holds(labelled: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(config.PRESETS["best"], "epochs", 2)  # best's cap, so that the test is short
+    cfg = TrainConfig.from_preset("best", train_dir=str(labelled), sizes=[32, 48], bs=8, seed=5, quiet=True)
+    learn = train(cfg, tmp_path / "best")
+    recorded = json.loads((tmp_path / "best" / "config.json").read_text())
+    budget = recorded["time_budget"]
+    assert (budget["minutes"], budget["given"], budget["preset"]) == (BEST_MINUTES, False, "best")
+    assert learn.cfg.epochs == recorded["config"]["epochs"] == 2 and recorded["config"]["sam"] == cfg.sam > 0
+    assert "--preset best " in recorded["command"] and "--epochs 2 " in recorded["command"]
+    assert f"--preset best's {BEST_MINUTES:g} minutes" in html.unescape((tmp_path / "best" / "report.html").read_text())
+    # a budget too short for the preset's smallest plan says whose budget it is
+    monkeypatch.setitem(config.PRESETS["best"], "time_budget", 0.001)
+    with pytest.raises(GerminateError, match="--preset best's 0.001 minutes are too short here"):
+        train(TrainConfig.from_preset("best", train_dir=str(labelled), sizes=[32, 48], bs=8, quiet=True),
+              tmp_path / "short")
+    assert not (tmp_path / "short").exists()
 
 
 def test_too_short_a_budget_is_a_one_line_error_and_writes_nothing(labelled: Path, tmp_path: Path):

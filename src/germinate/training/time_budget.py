@@ -141,9 +141,11 @@ def min_epochs(cfg: TrainConfig) -> int:
     return n
 
 
-def budget_name(minutes: float, given: bool) -> str:
-    """How messages name a budget: the user's --time, or the default's own."""
-    return f"--time {minutes:g}" if given else f"the default's {minutes:g} minutes"
+def budget_name(minutes: float, given: bool, preset: str = "fast") -> str:
+    """How messages name a budget: the user's --time, or a preset's own (the default's, best's)."""
+    if given:
+        return f"--time {minutes:g}"
+    return f"the default's {minutes:g} minutes" if preset == "fast" else f"--preset {preset}'s {minutes:g} minutes"
 
 
 def lengthens(cut: dict) -> bool:
