@@ -134,7 +134,8 @@ def _budget(budget: dict | None) -> str:
     """How a time budget chose the epochs, and any change it made to them as the run went."""
     if not budget:
         return ""
-    line = (f"Time budget, {budget_name(budget['minutes'], budget.get('given', True), budget.get('preset', 'fast'))}: {budget['epochs']} epoch(s) "
+    said = budget_name(budget["minutes"], budget.get("given", True), budget.get("preset", "fast"))
+    line = (f"Time budget, {said}: {budget['epochs']} epoch(s) "
             f"fit as a speed probe timed this machine (about {budget['estimated_minutes']:.1f} min in all)")
     for cut in budget.get("cuts", []):
         why = "the epochs then ran quicker than the probe said" if lengthens(cut) else "the machine then slowed"
