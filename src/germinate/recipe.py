@@ -34,7 +34,7 @@ from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
 from germinate.training.time_budget import (SAFETY, budget_name, deadline_for, describe_cut, epochs_for_budget,
-                                           min_epochs)
+                                           min_epochs, preset_name, recorded_budget_name)
 from germinate.ui import Muted, Reporter
 from germinate.utils import resolve_device, seed_everything
 
@@ -198,8 +198,8 @@ def train(cfg: TrainConfig, out: str | Path, overwrite: bool = False, reporter: 
 
 def fit_time_budget(learn: Learner, started: float) -> dict:
     """--time, or a preset's own budget (the default's, best's; TrainConfig.length_budget): measure
-    this machine's speed, then give the learner's config the most epochs whose estimated run fits what is left of
-    the budget (time_budget.py), and a Deadline that cuts the last stage short if the machine
+    this machine's speed, then give the learner's config the most epochs whose estimated run fits
+    what is left of the budget (time_budget.py), and a Deadline that cuts the last stage short if the machine
     slows, or lengthens it if the epochs run quicker than the probe said; what was measured and
     chosen, for config.json. The config that trains has --epochs N and no --time, so the command
     config.json records repeats the run (exactly, unless the Deadline changed its length)."""
@@ -221,8 +221,7 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     learn.cfg = dataclasses.replace(cfg, epochs=epochs, time_budget=None)
     learn.deadline = deadline_for(plan_stages(learn.cfg), learn.cfg, speeds, views, started, minutes * 60, most)
     spent = time.perf_counter() - started
-    preset = "the default" if cfg.preset == "fast" else f"--preset {cfg.preset}"
-    most_by = "--epochs allows" if given else f"{preset} takes"
+    most_by = "--epochs allows" if given else f"{preset_name(cfg.preset)} takes"
     capped = f" (the most {most_by})" if epochs == most else ""
     learn.reporter.info(f"{said}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
                         f"about {(spent + estimate) / 60:.1f} min in all); repeat this run with --epochs {epochs}")
@@ -233,7 +232,7 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
 def _say_budget(learn: Learner, seconds: float) -> None:
     """How the run kept to its --time."""
     budget = learn.budget
-    said = budget_name(budget["minutes"], budget.get("given", True), budget.get("preset", "fast"))
+    said = recorded_budget_name(budget)
     line = (f"{said}: the run took {seconds / 60:.1f} min "
             f"(estimated {budget['estimated_minutes']:.1f})")
     for cut in budget.get("cuts", []):

@@ -12,7 +12,7 @@ from pathlib import Path
 from germinate.config import TrainConfig
 from germinate.run import RunFolder
 from germinate.training.plan import Stage
-from germinate.training.time_budget import budget_name, describe_cut, lengthens
+from germinate.training.time_budget import describe_cut, lengthens, recorded_budget_name
 from germinate.utils import write_text_atomic
 
 IMAGES = [
@@ -134,8 +134,7 @@ def _budget(budget: dict | None) -> str:
     """How a time budget chose the epochs, and any change it made to them as the run went."""
     if not budget:
         return ""
-    said = budget_name(budget["minutes"], budget.get("given", True), budget.get("preset", "fast"))
-    line = (f"Time budget, {said}: {budget['epochs']} epoch(s) "
+    line = (f"Time budget, {recorded_budget_name(budget)}: {budget['epochs']} epoch(s) "
             f"fit as a speed probe timed this machine (about {budget['estimated_minutes']:.1f} min in all)")
     for cut in budget.get("cuts", []):
         why = "the epochs then ran quicker than the probe said" if lengthens(cut) else "the machine then slowed"

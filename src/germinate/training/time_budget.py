@@ -141,11 +141,20 @@ def min_epochs(cfg: TrainConfig) -> int:
     return n
 
 
+def preset_name(preset: str) -> str:
+    """How messages name a preset: the default, or --preset best."""
+    return "the default" if preset == "fast" else f"--preset {preset}"
+
+
 def budget_name(minutes: float, given: bool, preset: str = "fast") -> str:
     """How messages name a budget: the user's --time, or a preset's own (the default's, best's)."""
-    if given:
-        return f"--time {minutes:g}"
-    return f"the default's {minutes:g} minutes" if preset == "fast" else f"--preset {preset}'s {minutes:g} minutes"
+    return f"--time {minutes:g}" if given else f"{preset_name(preset)}'s {minutes:g} minutes"
+
+
+def recorded_budget_name(budget: dict) -> str:
+    """budget_name of a budget as config.json records it (records from before best's budget name no
+    preset: theirs was the default's)."""
+    return budget_name(budget["minutes"], budget.get("given", True), budget.get("preset", "fast"))
 
 
 def lengthens(cut: dict) -> bool:
