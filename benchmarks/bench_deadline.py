@@ -9,6 +9,8 @@ pace. Both runs see the same split (one seed) and the same load over the same se
     python benchmarks/bench_deadline.py --seed 42
     python benchmarks/bench_deadline.py --seed 42 --time 6 --load 1 --duty 0.7
     python benchmarks/bench_deadline.py --seed 42 --load 2 --duty 1 --after 0 --until 40 --out runs/bench-probe
+    python benchmarks/bench_deadline.py --seed 42 --time 20 --args "--preset best" --load 2 --duty 1 \
+        --after 0 --until 40 --out runs/bench-probe-best
 
 Prints per run: the epochs planned and run, the cuts and lengthenings, wall minutes against the budget, the first
 epoch's time and the last three's (median; training only, as timings.csv has them), validation micro-F1 plain and with TTA. Runs land in
@@ -23,6 +25,7 @@ import csv
 import json
 import multiprocessing as mp
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -77,10 +80,13 @@ def read(run: Path) -> dict:
     config = json.loads((run / "config.json").read_text())
     with open(run / "timings.csv") as f:
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-    stage = config["plan"][-1]
+    plan = [Stage.from_dict(s) for s in config["plan"]]
+    several = len(plan) > 1  # with --sizes: the epochs and changes per stage
+    changes = "; ".join(f"{s.name} {s.length_changes()}" if several else s.length_changes() for s in plan if s.cuts)
     return {"f1": final["plain"]["f1_micro"], "tta": final["tta"]["f1_micro"],
-            "minutes": float((run / "bench_wall_seconds").read_text()) / 60, "epochs": len(seconds),
-            "planned": stage["epochs"], "changes": Stage.from_dict(stage).length_changes(), "first_s": seconds[0],
+            "minutes": float((run / "bench_wall_seconds").read_text()) / 60,
+            "epochs": "+".join(str(s.n_epochs()) for s in plan) if several else str(len(seconds)),
+            "planned": "+".join(str(s.epochs) for s in plan), "changes": changes, "first_s": seconds[0],
             "last_s": statistics.median(seconds[-3:])}
 
 
@@ -93,8 +99,10 @@ def main() -> int:
     p.add_argument("--after", type=float, default=90.0, help="seconds into the run the load starts")
     p.add_argument("--until", type=float, default=None, help="seconds into the run the load stops (default: its end)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-deadline")
+    p.add_argument("--args", default="", help="more train options, as one string (\"--preset best\")")
     a = p.parse_args()
-    base = [sys.executable, "-m", "germinate", "train", str(DATA / "train"), "--seed", str(a.seed), "--quiet"]
+    base = [sys.executable, "-m", "germinate", "train", str(DATA / "train"), "--seed", str(a.seed), "--quiet",
+            *shlex.split(a.args)]
     budget = a.out / f"budget-seed{a.seed}"
     if not (budget / "final.json").exists():
         run_under_load([*base, "--out", str(budget), "--overwrite",
@@ -106,7 +114,7 @@ def main() -> int:
                        a.load, a.duty, a.until)
     minutes = json.loads((budget / "config.json").read_text())["time_budget"]["minutes"]
     until = f" to {a.until:g} s" if a.until is not None else ""
-    print(f"split seed {a.seed}; budget {minutes:g} min; load: {a.load} process(es) busy {a.duty:.0%} of the time "
+    print(f"split seed {a.seed}{'; ' + a.args if a.args else ''}; budget {minutes:g} min; load: {a.load} process(es) busy {a.duty:.0%} of the time "
           f"from {a.after:g} s in{until}")
     print("| run | epochs (planned) | cut or lengthened | minutes | first epoch, last three (s) | F1 | F1 with TTA |")
     print("|---|---|---|---|---|---|---|")

@@ -200,7 +200,7 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     """--time, or a preset's own budget (the default's, best's; TrainConfig.length_budget): measure
     this machine's speed, then give the learner's config the most epochs whose estimated run fits
     what is left of the budget (time_budget.py), and a Deadline that cuts the last stage short if the machine
-    slows, or lengthens it if the epochs run quicker than the probe said; what was measured and
+    slows, or lengthens a stage if its epochs run quicker than the probe said; what was measured and
     chosen, for config.json. The config that trains has --epochs N and no --time, so the command
     config.json records repeats the run (exactly, unless the Deadline changed its length)."""
     minutes, most = learn.cfg.length_budget()

@@ -21,10 +21,11 @@ import torch
 from germinate import TrainConfig, config, create_learner, train
 from germinate.config import BEST_MINUTES, DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
-from germinate.training.plan import plan_stages
+from germinate.training.plan import Stage, plan_stages
 from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS,
-                                            SAFETY, Deadline, Speeds, epochs_for_budget, epochs_in_time, forward_s,
-                                            min_epochs, run_seconds, validation_sizes)
+                                            SAFETY, Deadline, Speeds, StageClock, deadline_for, epochs_for_budget,
+                                            epochs_in_time, forward_s, min_epochs, run_seconds, stage_seconds,
+                                            validation_sizes)
 from germinate.ui import Reporter
 
 SPEEDS = Speeds(step_s={128: 0.8, 192: 1.8}, image_s={160: 0.004, 240: 0.009}, save_s=0.3,
@@ -250,15 +251,60 @@ def test_the_deadline_lengthens_only_what_leaves_time_unused_and_only_up_to_the_
         assert epochs_in_time(4, 20, 120, pace, 10, 600, most=40) is None
 
 
+def test_an_earlier_stage_takes_its_share_of_what_fits_and_is_never_cut():
+    # 8 planned epochs of 10 s, then 16 epochs' worth of later stages and 10 s to the end: after 2
+    # epochs at 100 s the run would end at 330 s of 600. From the stage's start 45 epochs fit
+    # within SAFETY; the stage takes its planned share of them, 8 of 24 (15), the last stage all
+    assert epochs_in_time(2, 8, 100, 10, 10, 600, most=40, later=16, own=8, last=False) == 15
+    assert epochs_in_time(2, 8, 100, 10, 10, 600, most=12, later=16, own=8, last=False) == 12  # the cap
+    assert epochs_in_time(2, 8, 100, 10, 10, 600, most=60) == 45
+    # asked again an epoch later at the same pace, the lengthened stage stays as it is
+    assert epochs_in_time(3, 15, 110, 10, 10, 600, most=40, later=16, own=8, last=False) is None
+    # past the budget an earlier stage is left as it is (the last stage will be cut); the last is cut
+    assert epochs_in_time(2, 8, 100, 10, 10, 300, most=40, later=16, own=8, last=False) is None
+    assert epochs_in_time(2, 8, 100, 10, 150, 300, most=40) == 2 + int((CUT_TARGET * 300 - 100 - 150) // 10) == 5
+
+
+def test_the_deadline_of_a_resized_plan_has_a_clock_for_each_size(monkeypatch: pytest.MonkeyPatch):
+    cfg = TrainConfig.from_preset("best", epochs=16, lr=1e-3)
+    plan = plan_stages(cfg)  # 8 epochs at 128 px, 8 at 192
+    deadline = deadline_for(plan, cfg, SPEEDS, 8, started=0.0, seconds=3600, most=24)
+    first, second = deadline.clocks
+    one = [stage_seconds(dataclasses.replace(s, epochs=1), cfg, SPEEDS) for s in plan]
+    assert (first.epoch_s, second.epoch_s) == pytest.approx(one) and one[1] > one[0]
+    # each may grow to its share of best's 24 epochs; the later stage counts as the first's epochs
+    # by the probe's figures (8 at 192 px took 2.2x as long each), or by pixels when that is more
+    # (8 at 192 px are 18 at 128): a busy probe that timed 128 px slower than 192 is not believed
+    assert (first.epochs, second.epochs, first.most, second.most) == (8, 8, 12, 12)
+    assert first.after_s == pytest.approx(stage_seconds(plan[1], cfg, SPEEDS)) and second.after_s == 0.0
+    assert first.after_epochs == pytest.approx(18) and first.later == pytest.approx(max(first.after_s / one[0], 18))
+    assert dataclasses.replace(first, epoch_s=10 * one[0]).later == pytest.approx(18) and second.later == 0.0
+    # a head stage and SGDR stages are never changed
+    recipe = TrainConfig.from_preset("recipe", epochs=7, lr=1e-3)
+    assert deadline_for(plan_stages(recipe), recipe, SPEEDS, 8, 0.0, 3600, None).clocks == [None, None]
+
+
+def test_a_new_stage_is_judged_on_its_own_pace():
+    # 8 epochs of 20 s, then 8 of 40 s and the end (330 s after the first stage): 490 s, SAFETY of 545 s
+    deadline = Deadline(started=0.0, seconds=545, final_s=FINISH_SECONDS,
+                        clocks=[StageClock(20, 8, after_s=320, after_epochs=16, most=12), StageClock(40, 8, most=12)])
+    # the first stage runs as planned: two 20 s epochs leave it alone
+    assert deadline.check(0, 1, 8, 20, now=20) is None and deadline.check(0, 2, 8, 99, now=40) is None
+    # the second stage's first epoch is its own (40 s, as planned), not 20 s epochs which would say
+    # the run is twice as quick as planned
+    assert deadline.check(1, 1, 8, 40, now=200) is None and deadline.durations == [40]
+    assert deadline.epoch_s == 40
+
+
 def test_the_deadline_judges_the_pace_from_recent_epochs_not_one():
-    deadline = Deadline(started=0.0, seconds=610, final_s=FINISH_SECONDS + 10, epoch_s=25)
-    assert deadline.check(1, 20, 25, now=40) is None  # one epoch says nothing yet
-    assert deadline.check(2, 20, 99, now=65) is None  # 25 s since the last: on pace
-    assert deadline.check(3, 20, 99, now=160) is None  # one slow epoch (95 s): the median stays 25 s
+    deadline = Deadline(started=0.0, seconds=610, final_s=FINISH_SECONDS + 10, clocks=[StageClock(25, 20)])
+    assert deadline.check(0, 1, 20, 25, now=40) is None  # one epoch says nothing yet
+    assert deadline.check(0, 2, 20, 99, now=65) is None  # 25 s since the last: on pace
+    assert deadline.check(0, 3, 20, 99, now=160) is None  # one slow epoch (95 s): the median stays 25 s
     assert deadline.durations == [25, 25, 95] and deadline.pace == 25
     # two slow epochs make a pace of 95 s, which the final evaluation's estimate scales with too
     # (not the plots' and the report's FINISH_SECONDS)
-    cut = deadline.check(4, 20, 99, now=255)
+    cut = deadline.check(0, 4, 20, 99, now=255)
     final = FINISH_SECONDS + 10 * 95 / 25
     assert cut == 4 + int((CUT_TARGET * 610 - 255 - final) // 95) == 6
 
@@ -308,23 +354,21 @@ def test_a_run_that_slows_down_is_cut_to_end_within_its_budget(labelled: Path, t
 
 
 def test_the_deadline_lengthens_on_two_quick_epochs_or_on_one_when_the_plan_is_that_short():
-    slow = Deadline(started=0.0, seconds=600, final_s=10, epoch_s=25, most=40)
-    assert slow.check(1, 20, 95, now=120) is None  # at 95 s an epoch the run would overrun, but one says little
-    quick = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, epoch_s=25, most=40)
-    assert quick.check(1, 20, 15, now=40) is None  # nor does one quick epoch
+    slow = Deadline(started=0.0, seconds=600, final_s=10, clocks=[StageClock(25, 20, most=40)])
+    assert slow.check(0, 1, 20, 95, now=120) is None  # at 95 s an epoch the run would overrun, but one says little
+    quick = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, clocks=[StageClock(25, 20, most=40)])
+    assert quick.check(0, 1, 20, 15, now=40) is None  # nor does one quick epoch
     # two say the probe was pessimistic, of the final evaluation too (its 50 s estimate is now 30)
-    assert quick.check(2, 20, 99, now=55) == 2 + int((SAFETY * 600 - 55 - FINISH_SECONDS - 30) // 15) == 31
-    assert quick.check(3, 31, 99, now=70) is None  # still at that pace: as it now stands
+    assert quick.check(0, 2, 20, 99, now=55) == 2 + int((SAFETY * 600 - 55 - FINISH_SECONDS - 30) // 15) == 31
+    assert quick.check(0, 3, 31, 99, now=70) is None  # still at that pace: as it now stands
     # a plan of 2 epochs has only one before its second half: that one is enough
-    short = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, epoch_s=250, most=40)
-    assert short.check(1, 2, 15, now=40) == 1 + int((SAFETY * 600 - 40 - FINISH_SECONDS - 50 * 15 / 250) // 15)
+    short = Deadline(started=0.0, seconds=600, final_s=FINISH_SECONDS + 50, clocks=[StageClock(250, 2, most=40)])
+    assert short.check(0, 1, 2, 15, now=40) == 1 + int((SAFETY * 600 - 40 - FINISH_SECONDS - 50 * 15 / 250) // 15)
 
 
-def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: Path, tmp_path: Path, monkeypatch):
-    # The probe timed a busy machine: by its figures an epoch takes 3 s, so about 9 fit the budget,
-    # where the tiny epochs take well under a second (on a quiet machine); after two epochs the
-    # stage is lengthened (to the 20 epochs --epochs allows, on a quiet machine), and its cosine
-    # stretched to end where the plan ends.
+def _probe_on_a_busy_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The speed probe says an epoch takes 3 s at every size, where the tiny epochs take well under
+    a second on a quiet machine."""
     from germinate.training.learner import Learner
 
     probe = Learner.measure_speeds
@@ -335,6 +379,14 @@ def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: 
                                    image_s={k: 1e-4 for k in s.image_s}, save_s=0.0)
 
     monkeypatch.setattr(Learner, "measure_speeds", busy_probe)
+
+
+def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: Path, tmp_path: Path, monkeypatch):
+    # The probe timed a busy machine: by its figures an epoch takes 3 s, so about 9 fit the budget,
+    # where the tiny epochs take well under a second (on a quiet machine); after two epochs the
+    # stage is lengthened (to the 20 epochs --epochs allows, on a quiet machine), and its cosine
+    # stretched to end where the plan ends.
+    _probe_on_a_busy_machine(monkeypatch)
     cfg = TrainConfig(train_dir=str(labelled), size=32, bs=8, seed=5, time_budget=0.75, epochs=20)
     learn = train(cfg, tmp_path / "quick")
     recorded = json.loads((tmp_path / "quick" / "config.json").read_text())
@@ -359,3 +411,29 @@ def test_a_run_quicker_than_its_probe_is_lengthened_to_use_its_budget(labelled: 
     first = changes[0]["epochs"]
     assert f"{ran} (planned {planned_epochs}, lengthened to {first} after epoch 2" in report
     assert f"stage unfrozen was lengthened to {first} epochs after epoch 2" in report
+
+
+def test_a_pessimistic_probe_does_not_leave_the_first_size_short(labelled: Path, tmp_path: Path, monkeypatch):
+    # With two sizes the probe's 3 s epochs plan a few of each; after quick epochs of the first size
+    # (two, or one when its first half is that short), that stage takes its share of the epochs that
+    # fit (at most its 10 of a 20-epoch cap), and its cosine still ends at low LR where the
+    # stretched stage ends; then the second size does too.
+    _probe_on_a_busy_machine(monkeypatch)
+    cfg = TrainConfig(train_dir=str(labelled), sizes=[32, 48], bs=8, seed=5, time_budget=0.6, epochs=20, quiet=True)
+    learn = train(cfg, tmp_path / "sizes")
+    recorded = json.loads((tmp_path / "sizes" / "config.json").read_text())
+    first, second = (Stage.from_dict(d) for d in recorded["plan"])
+    planned = recorded["config"]["epochs"]
+    assert first.epochs + second.epochs == planned < 20, recorded["time_budget"]
+    after = first.cuts[0][0]
+    assert after == min(2, first.epochs // 2) and first.epochs < first.n_epochs() <= 10, first
+    assert second.n_epochs() <= 10
+    assert [c["stage"] for c in recorded["time_budget"]["cuts"]][0] == "unfrozen-32"
+    assert [row["stage"] for row in learn.history].count("unfrozen-32") == first.n_epochs()
+    with open(tmp_path / "sizes" / "lrs.csv") as f:
+        lrs = [float(row["lr_group2"]) for row in csv.DictReader(f) if row["stage"] == "unfrozen-32"]
+    schedule = first.make_schedule(learn.steps_per_epoch())
+    assert len(lrs) == schedule.total_steps == first.n_epochs() * learn.steps_per_epoch()
+    assert lrs[-1] == pytest.approx(1e-3 * schedule.lr_mult(schedule.total_steps - 1), rel=1e-5) and lrs[-1] < 1e-4
+    report = html.unescape((tmp_path / "sizes" / "report.html").read_text())
+    assert f"stage unfrozen-32 was lengthened to {first.cuts[0][1]} epochs after epoch {after}" in report

@@ -113,7 +113,7 @@ class Learner:
         self._ddp: tuple[tuple, nn.Module] | None = None  # (what it wraps, DistributedDataParallel)
         self.ranks_identical = True  # checked at the end of a distributed run
         self.budget: dict | None = None  # --time: what the speed probe measured and chose
-        self.deadline: Deadline | None = None  # --time: may cut or lengthen the last stage as the pace goes
+        self.deadline: Deadline | None = None  # --time: may cut or lengthen stages as the pace goes
         self.on_cut: Callable[[], None] | None = None  # told when the deadline changed the plan (config.json)
         self.resumed_from_world = world.size
 
@@ -384,9 +384,8 @@ class Learner:
         self.use_size(stage.size)
         sched = stage.make_schedule(self.steps_per_epoch())
         # Cycle ends, but the run's last: that is the final model itself (with --sizes, the
-        # stages before the last end on a cycle end too).
+        # stages before the last end on a cycle end too, which a deadline's change moves).
         last = self.pos.stage == len(self.plan) - 1
-        cycle_ends = {end // sched.steps_per_epoch for _, end in sched.cycle_bounds()[:-1 if last else None]}
         while self.pos.epoch < stage.n_epochs():
             epoch = self.pos.epoch
             train_loss = self._train_epoch(stage, sched, epoch)
@@ -395,8 +394,8 @@ class Learner:
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
                    **(self._validate(self.uses_precompute(stage)) if self._validates(stage, epoch) else {})}
             self.history.append({**row, "seconds": seconds})
-            if last and stage.schedule != "sgdr":  # SGDR's restarts would move: not cut
-                stage, sched = self._keep_to_deadline(stage, sched, epoch + 1, time.perf_counter() - self._epoch.started)
+            stage, sched = self._keep_to_deadline(stage, sched, epoch + 1, time.perf_counter() - self._epoch.started)
+            cycle_ends = {end // sched.steps_per_epoch for _, end in sched.cycle_bounds()[:-1 if last else None]}
             self.pos.epoch, self.pos.batch = epoch + 1, 0
             self._epoch = _EpochStats()
             self._after_epoch(row, seconds, snapshot=stage.frozen_groups == 0 and epoch + 1 in cycle_ends)
@@ -405,13 +404,13 @@ class Learner:
         self.pos = Position(self.pos.stage + 1)
 
     def _keep_to_deadline(self, stage: Stage, sched: Schedule, done: int, seconds: float) -> tuple[Stage, Schedule]:
-        """After `done` epochs of the run's last stage, the last taking `seconds`: with a Deadline,
-        the stage cut short when the pace would carry the run past its budget, or lengthened when
-        it would leave time unused (rank 0 decides for all); else as it was."""
+        """After `done` epochs of the stage, the last taking `seconds`: with a Deadline, the
+        stage cut short when the pace would carry the run past its budget (the last stage), or
+        lengthened when it would leave time unused (rank 0 decides for all); else as it was."""
         if self.deadline is None:
             return stage, sched
         was = stage.n_epochs()
-        epochs = self.world.broadcast(self.deadline.check(done, was, seconds, time.perf_counter()))
+        epochs = self.world.broadcast(self.deadline.check(self.pos.stage, done, was, seconds, time.perf_counter()))
         if epochs is None:
             return stage, sched
         pace, planned = self.deadline.pace, self.deadline.epoch_s

@@ -12,9 +12,15 @@ epochs within a run), or run quicker than the probe said (over 15 default runs, 
 training took 0.80-1.28 times the probe's figure; beside a busy process, 0.1 times). The
 `Deadline` watches the epochs as they end and, when the measured pace would carry the run past
 its budget, shortens the last stage, squeezing the rest of its schedule into the epochs that fit;
-when more epochs would fit within SAFETY of the budget (as the plan was made), it lengthens the
+when more epochs would fit within SAFETY of the budget (as the plan was made), it lengthens a
 stage in its first half, stretching the rest of its schedule, up to the budget's cap on epochs.
-Each change is recorded as one of Stage.cuts; a run that keeps its planned pace is never touched.
+With several sizes (--sizes) an earlier stage is lengthened too, to its share of the epochs
+that fit (its planned epochs over its own and the later stages'), so that a probe timed on a busy
+machine does not leave the first sizes short for good; only the last stage is cut (the stages
+before it are then over). A busy moment distorts the probe's sizes unevenly (one probe timed 6.0
+s a step at 128 px and 2.5 at 192), so the later stages are counted in the current stage's
+epochs by pixels, or by the probe's figures when that is more. Each change is recorded as one of Stage.cuts; a run that keeps its
+planned pace is never touched.
 """
 
 from __future__ import annotations
@@ -170,62 +176,102 @@ def describe_cut(cut: dict) -> str:
 
 
 def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, final_s: float,
-                   budget_s: float, most: int | None = None) -> int | None:
+                   budget_s: float, most: int | None = None, later: float = 0.0, own: int | None = None,
+                   last: bool = True) -> int | None:
     """The epochs a stage of `planned` epochs should take after `done` of them, at `epoch_s`
-    seconds an epoch (the run's end: `final_s` after the stage's last epoch); None to leave it.
+    seconds an epoch, with `later` epochs' worth of later stages after it (counted in its epochs)
+    and the run's end `final_s` after those; None to leave it.
 
-    When the run would end past `budget_s`: the most epochs whose end keeps within CUT_TARGET of
-    the budget, at least one more than done (None when there is nothing to cut). When `most` is
-    more than `planned`, at most half the stage done, and more epochs end within SAFETY of the
-    budget: that many, at most `most` (later, the schedule's low tail is all that would stretch)."""
+    The `last` stage, when the run would end past `budget_s`: the most epochs whose end keeps
+    within CUT_TARGET of the budget, at least one more than done (None when there is nothing to
+    cut). When `most` is more than `planned`, at most half the stage done, and the run would end
+    with time to spare within SAFETY of the budget: the epochs that fit from the stage's start
+    to SAFETY of the budget, of which the stage takes its share as the plan made it (`own`
+    epochs, as planned, over `own` and `later`: all of them for the last stage), at most `most`
+    (later, the schedule's low tail is all that would stretch). The share is of the whole, not
+    of what is left over, so the same pace gives the same length however often it is asked."""
     if done >= planned:
         return None
-    if elapsed_s + (planned - done) * epoch_s + final_s > budget_s:
-        if done + 1 >= planned:
+    end = elapsed_s + (planned - done + later) * epoch_s + final_s
+    if end > budget_s:
+        if not last or done + 1 >= planned:
             return None
         room = CUT_TARGET * budget_s - elapsed_s - final_s
         return min(max(done + 1, done + int(room // epoch_s)), planned - 1)
     if 2 * done > planned:
         return None
-    room = SAFETY * budget_s - elapsed_s - final_s
-    longer = min(most or planned, done + int(room // epoch_s))
+    fit = done + (SAFETY * budget_s - elapsed_s - final_s) // epoch_s  # this stage's and the later ones'
+    own = own or planned
+    longer = min(most or planned, int(fit * own / (own + later)))
     return longer if longer > planned else None
+
+
+@dataclass(frozen=True)
+class StageClock:
+    """What the Deadline knows of one stage: one epoch's seconds (its steps, validation and
+    checkpoint) by the probe; its epochs as planned; the stages after it as planned (none for the
+    last), in seconds by the probe and in epochs of this stage by pixels; and the most epochs it
+    may grow to."""
+
+    epoch_s: float
+    epochs: int = 1
+    after_s: float = 0.0
+    after_epochs: float = 0.0
+    most: int | None = None
+
+    @property
+    def later(self) -> float:
+        """The later stages in epochs of this one: by the probe's figures, or by pixels when that
+        is more (a busy probe may have timed this size slower than the later ones)."""
+        return max(self.after_s / self.epoch_s, self.after_epochs)
 
 
 @dataclass
 class Deadline:
-    """Keeps a budgeted run to its budget as it goes: after each epoch of the plan's last stage,
-    the measured pace is checked against the time left (epochs_in_time).
+    """Keeps a budgeted run to its budget as it goes: after each epoch of a stage it has a clock
+    for (not a head stage, nor an SGDR stage, whose restarts would move), the measured pace is
+    checked against the time left (epochs_in_time); only the last stage is cut.
 
     started: the run's start (time.perf_counter()); seconds: the budget; final_s: the estimated
-    time after the last epoch (final TTA evaluation, plots, report), as the probe measured it;
-    epoch_s: the estimated seconds of one epoch of the last stage, as planned; most: the most
-    epochs the last stage may be lengthened to (None: never lengthened). The estimate after the
-    last epoch (but its FINISH_SECONDS) is scaled by how much slower or quicker the epochs turned
-    out."""
+    time after the last stage's last epoch (final TTA evaluation, plots, report), as the probe
+    measured it; clocks: per stage of the plan, its StageClock, or None when it is never changed.
+    The estimates of what follows a stage (but FINISH_SECONDS) are scaled by how much slower or
+    quicker its epochs turned out than the probe said."""
 
     started: float
     seconds: float
     final_s: float
-    epoch_s: float
-    most: int | None = None
+    clocks: list[StageClock | None]
+    stage: int | None = None
     durations: list[float] = field(default_factory=list)
     last_end: float | None = None
 
     @property
     def pace(self) -> float:
-        """Seconds an epoch takes now: the median of the last few."""
+        """Seconds an epoch of the stage takes now: the median of its last few."""
         return statistics.median(self.durations[-PACE_EPOCHS:])
 
-    def check(self, done: int, planned: int, seconds: float, now: float) -> int | None:
-        """After the `done`-th epoch (of `planned`) ended at `now`, having taken `seconds` (its
-        steps and validation; from the previous epoch's end, once there is one, so that the
-        checkpoint between them counts): the epochs the stage should now take, or None."""
+    @property
+    def epoch_s(self) -> float:
+        """Seconds an epoch of the stage was planned to take."""
+        return self.clocks[self.stage].epoch_s
+
+    def check(self, stage: int, done: int, planned: int, seconds: float, now: float) -> int | None:
+        """After the `done`-th epoch (of `planned`) of stage `stage` ended at `now`, having taken
+        `seconds` (its steps and validation; from the previous epoch's end, once the stage has
+        one, so that the checkpoint between them counts): the epochs the stage should now take,
+        or None."""
+        clock = self.clocks[stage] if stage < len(self.clocks) else None
+        if clock is None:
+            return None
+        if stage != self.stage:  # a new size has a pace of its own
+            self.stage, self.durations, self.last_end = stage, [], None
         self.durations.append(now - self.last_end if self.last_end is not None else seconds)
         self.last_end = now
         # the final evaluation's forward passes run at the epochs' pace; the plots and report do not
-        final = FINISH_SECONDS + (self.final_s - FINISH_SECONDS) * self.pace / self.epoch_s
-        epochs = epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, self.most)
+        final = FINISH_SECONDS + (self.final_s - FINISH_SECONDS) * self.pace / clock.epoch_s
+        epochs = epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, clock.most,
+                                clock.later, clock.epochs, last=stage == len(self.clocks) - 1)
         # one epoch is not a pace: two are needed to cut, and to lengthen unless the stage's first
         # half is only one epoch long (a plan of 2 or 3, which waiting would leave as it is)
         if epochs is not None and len(self.durations) < (2 if epochs < planned else min(2, planned // 2)):
@@ -235,10 +281,22 @@ class Deadline:
 
 def deadline_for(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int, started: float,
                  seconds: float, most: int | None) -> Deadline:
-    """The Deadline of a planned run: its last stage's estimated epoch and its end, from the probe,
-    and the most epochs that stage may grow to: its share of a plan of `most` epochs (the
-    budget's cap; None: no cap but MAX_EPOCHS)."""
-    last = dataclasses.replace(plan[-1], epochs=1, cycles=1, cycle_len=1, lrs=(0.0,))  # no range test in an epoch
-    final = run_seconds([], cfg, speeds, views)
-    capped = plan_stages(dataclasses.replace(cfg, epochs=min(most or MAX_EPOCHS, MAX_EPOCHS)))[-1].n_epochs()
-    return Deadline(started, seconds, final, stage_seconds(last, cfg, speeds), most=capped)
+    """The Deadline of a planned run: for each stage it may change (trained by the epoch, not
+    SGDR), one epoch's estimate from the probe, its planned epochs, the later stages' time (by the
+    probe, and in its epochs by pixels: the probe's sizes may be distorted unevenly) and the most
+    epochs it may grow to (its share of a plan of `most` epochs, the budget's cap; None: no cap
+    but MAX_EPOCHS); the run's end after the last stage."""
+    capped = plan_stages(dataclasses.replace(cfg, epochs=min(most or MAX_EPOCHS, MAX_EPOCHS)))
+    clocks: list[StageClock | None] = []
+    for i, stage in enumerate(plan):
+        if stage.head_only or stage.schedule == "sgdr":
+            clocks.append(None)
+            continue
+        one = dataclasses.replace(stage, epochs=1, cycles=1, cycle_len=1, lrs=(0.0,))  # no range test in an epoch
+        px = (stage.size or cfg.final_size) ** 2
+        later = sum(s.n_epochs() * (s.size or cfg.final_size) ** 2 / px for s in plan[i + 1:])
+        cap = capped[i].n_epochs() if len(capped) == len(plan) else stage.n_epochs()
+        clocks.append(StageClock(stage_seconds(one, cfg, speeds), stage.n_epochs(),
+                                 after_s=sum(stage_seconds(s, cfg, speeds) for s in plan[i + 1:]),
+                                 after_epochs=later, most=cap))
+    return Deadline(started, seconds, run_seconds([], cfg, speeds, views), clocks)
