@@ -1,7 +1,7 @@
 """The time budget on a machine whose speed changes after (or during) its speed probe.
 
-The default run (its own 14 minutes; or `--time MIN`) is started, and a CPU load (busy processes
-taking part of the cores) starts once the probe is done, or, with `--after 0 --until S`, only
+The default run (its own 14 minutes; or `--time MIN`; `--args` adds train options, `--preset best`
+say) is started, and a CPU load (busy processes taking part of the cores) starts once the probe is done, or, with `--after 0 --until S`, only
 while the probe times the machine, which makes it pessimistic; then the plan that run made is run
 again unchanged, as `--epochs N`, under the same load: what the budget did before it watched the
 pace. Both runs see the same split (one seed) and the same load over the same seconds.
@@ -9,8 +9,8 @@ pace. Both runs see the same split (one seed) and the same load over the same se
     python benchmarks/bench_deadline.py --seed 42
     python benchmarks/bench_deadline.py --seed 42 --time 6 --load 1 --duty 0.7
     python benchmarks/bench_deadline.py --seed 42 --load 2 --duty 1 --after 0 --until 40 --out runs/bench-probe
-    python benchmarks/bench_deadline.py --seed 42 --time 20 --args "--preset best" --load 2 --duty 1 \
-        --after 0 --until 40 --out runs/bench-probe-best
+    python benchmarks/bench_deadline.py --seed 42 --time 36 --args "--preset best" --load 1 --duty 1 \
+        --after 0 --until 90 --out runs/bench-probe-best
 
 Prints per run: the epochs planned and run, the cuts and lengthenings, wall minutes against the budget, the first
 epoch's time and the last three's (median; training only, as timings.csv has them), validation micro-F1 plain and with TTA. Runs land in
