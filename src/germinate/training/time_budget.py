@@ -19,8 +19,8 @@ that fit (its planned epochs over its own and the later stages'), so that a prob
 machine does not leave the first sizes short for good; only the last stage is cut (the stages
 before it are then over). A busy moment distorts the probe's sizes unevenly (one probe timed 6.0
 s a step at 128 px and 2.5 at 192), so the later stages are counted in the current stage's
-epochs by pixels, or by the probe's figures when that is more. Each change is recorded as one of Stage.cuts; a run that keeps its
-planned pace is never touched.
+epochs by pixels, or by the probe's figures when that is more. Each change is recorded as one of
+Stage.cuts; a run that keeps its planned pace is never touched.
 """
 
 from __future__ import annotations
@@ -86,12 +86,17 @@ def validation_sizes(cfg: TrainConfig) -> list[int]:
     return sorted({cfg.valid_size(s) for s in cfg.train_sizes} | {cfg.eval_size})
 
 
+def train_size(stage: Stage, cfg: TrainConfig) -> int:
+    """The image size `stage` trains at: its own (--sizes), else the config's."""
+    return stage.size or cfg.final_size
+
+
 def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
     """Estimated seconds of one stage: its range test (when it has no LRs yet), its epochs, their
     validations and checkpoints. A head stage on precomputed features costs their computation
     (forward passes); one without, a forward pass per image and epoch (no backward through the
     frozen body)."""
-    size = stage.size or cfg.final_size
+    size = train_size(stage, cfg)
     valid_size = cfg.valid_size(size)
     epochs = stage.n_epochs()
     validations = sum(stage.validates(e, cfg.valid_every) for e in range(epochs))
@@ -214,7 +219,7 @@ class StageClock:
     may grow to."""
 
     epoch_s: float
-    epochs: int = 1
+    epochs: int
     after_s: float = 0.0
     after_epochs: float = 0.0
     most: int | None = None
@@ -293,8 +298,8 @@ def deadline_for(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int
             clocks.append(None)
             continue
         one = dataclasses.replace(stage, epochs=1, cycles=1, cycle_len=1, lrs=(0.0,))  # no range test in an epoch
-        px = (stage.size or cfg.final_size) ** 2
-        later = sum(s.n_epochs() * (s.size or cfg.final_size) ** 2 / px for s in plan[i + 1:])
+        px = train_size(stage, cfg) ** 2
+        later = sum(s.n_epochs() * train_size(s, cfg) ** 2 / px for s in plan[i + 1:])
         cap = capped[i].n_epochs() if len(capped) == len(plan) else stage.n_epochs()
         clocks.append(StageClock(stage_seconds(one, cfg, speeds), stage.n_epochs(),
                                  after_s=sum(stage_seconds(s, cfg, speeds) for s in plan[i + 1:]),
