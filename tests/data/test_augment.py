@@ -105,3 +105,17 @@ def test_rotation_fills_corners_by_reflection_not_black():
         assert out.dtype == torch.uint8 and out.shape == img.shape
         assert out[:, :4, :4].min() >= 110 and out[:, -4:, -4:].min() >= 110  # corners: soil, not black
         assert out[:, 30:34, 30:34].float().mean() > 200
+
+
+def test_the_none_policy_rotates_and_lights_but_never_flips():
+    """'none' drops the flips only: the per-image path rotates, zooms and changes the lighting as
+    the batch path does (it once returned a bare crop, ignoring --max-rotate and --max-lighting)."""
+    img = marked_image(96)
+    tf = train_transform(AugmentConfig(size=64, flip="none", min_scale=1.0, max_rotate=30, max_lighting=0.3))
+    plain = eval_transform(64)(img).float()
+    torch.manual_seed(0)
+    views = [tf(img) for _ in range(50)]
+    assert all(orientation(v) == orientation(img) for v in views)  # never flipped nor turned
+    assert sum((v.float() - plain).abs().mean() > 5 for v in views) > 40  # rotated (corners reflected)
+    brightness = torch.stack([v.float().mean() for v in views])
+    assert brightness.std() > 5  # lit differently

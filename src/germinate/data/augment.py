@@ -87,15 +87,14 @@ class AugmentConfig:
 
 def train_transform(cfg: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """Random view of a square uint8 image (3, S, S) -> (3, size, size)."""
-    if cfg.flip == "none":
-        return v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True)
-    flips = RandomDihedral() if cfg.flip == "top-down" else v2.RandomHorizontalFlip()
+    # No flips for "none", but the same rotation, zoom and lighting as the other policies.
+    flips = {"top-down": [RandomDihedral()], "side-on": [v2.RandomHorizontalFlip()], "none": []}[cfg.flip]
     return v2.Compose(
         [
             # Rotate before cropping, on the larger cached image.
             RandomRotateReflect(cfg.max_rotate),
             v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True),
-            flips,
+            *flips,
             *([v2.ColorJitter(brightness=cfg.max_lighting, contrast=cfg.max_lighting)] if cfg.max_lighting else []),
         ]
     )
