@@ -363,7 +363,7 @@ def cmd_show_batch(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(**_given(args)).validate()
     show_batch(args.train_dir, args.out, cfg.flip, cfg.size, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, args.n,
-               cfg.seed, cfg.cache_dir, cfg.mask)
+               cfg.seed, cfg.cache_dir, cfg.mask, cfg.erase)
     print(args.out)
     return 0
 

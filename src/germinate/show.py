@@ -20,11 +20,11 @@ from germinate.utils import derive_seed
 
 def show_batch(train_dir: str | Path, out: str | Path, flip: str = "top-down", size: int = 128, min_scale: float = 0.75,
                max_rotate: float = 10.0, max_lighting: float = 0.0, n: int = 16, seed: int = 0,
-               cache_dir: str | Path | None = None, mask: str = "none") -> Path:
+               cache_dir: str | Path | None = None, mask: str = "none", erase: float = 0.0) -> Path:
     """Draw `n` augmented training images (a few per class) with their labels into `out`, as the
     network sees them (with `mask`, the soil blacked out)."""
     try:
-        cfg = AugmentConfig(size, flip, min_scale, max_rotate, max_lighting)
+        cfg = AugmentConfig(size, flip, min_scale, max_rotate, max_lighting, erase)
     except ValueError as e:
         raise GerminateError(str(e)) from e
     items = scan_labelled(train_dir)

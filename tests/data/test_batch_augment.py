@@ -14,7 +14,10 @@ from germinate.data.batch_augment import (
     CONTRAST,
     CROP_H,
     CROP_W,
+    ERASE_W,
+    ERASE_X,
     K,
+    N_PARAMS,
     augment_batch,
     draw_params,
 )
@@ -33,7 +36,7 @@ def ramps(size: int = 96) -> torch.Tensor:
 
 
 def identity_params(n: int, k: int = 0) -> np.ndarray:
-    p = np.zeros((n, 8))
+    p = np.zeros((n, N_PARAMS))
     p[:, K], p[:, CROP_W], p[:, CROP_H], p[:, BRIGHTNESS], p[:, CONTRAST] = k, 1, 1, 1, 1
     return p
 
@@ -179,3 +182,40 @@ def test_views_are_as_sharp_as_the_per_image_policys():
         per_image.append(tf(x[i]))
     ratio = _laplacian_variance(batched) / _laplacian_variance(torch.stack(per_image))
     assert 0.7 < ratio < 1.3, ratio
+
+
+def _erased(views: torch.Tensor) -> torch.Tensor:
+    """Each view's fraction of pixels in the fill colour (the image itself has none)."""
+    from germinate.data.augment import ERASE_FILL
+
+    fill = torch.tensor(ERASE_FILL, dtype=views.dtype).view(1, 3, 1, 1)
+    return (views == fill).all(1).float().mean((1, 2))
+
+
+def test_erased_boxes_match_torchvisions_random_erasing():
+    """The batch path's boxes: the chance asked for, each box within 2-33% of the view, filled
+    with the constant colour; their areas distributed as the per-image path's (torchvision)."""
+    from germinate.data.augment import train_transform
+
+    img = torch.full((3, 80, 80), 200, dtype=torch.uint8)
+    cfg = AugmentConfig(size=64, flip="top-down", min_scale=1.0, max_rotate=0, erase=0.5)
+    batch = _erased(augment_batch(img[None].expand(N, -1, -1, -1), draw_params(range(N), cfg), 64).round())
+    tf = train_transform(cfg)
+    torch.manual_seed(0)
+    single = _erased(torch.stack([tf(img) for _ in range(N)]))
+    for areas in (batch, single):
+        hit = areas[areas > 0]
+        assert 0.45 < len(hit) / N < 0.55
+        assert hit.min() > 0.015 and hit.max() < 0.35
+        assert set(areas[areas == 0].tolist()) <= {0.0}
+    assert abs(batch[batch > 0].mean() - single[single > 0].mean()) < 0.015  # about 0.17 either way
+
+
+def test_erasing_leaves_the_other_parameters_of_a_seed_alone():
+    seeds = range(200)
+    plain = draw_params(seeds, AugmentConfig(size=64, max_lighting=0.1))
+    erased = draw_params(seeds, AugmentConfig(size=64, max_lighting=0.1, erase=1.0))
+    assert np.array_equal(plain[:, :ERASE_X], erased[:, :ERASE_X])
+    assert (plain[:, ERASE_W] == 0).all() and (erased[:, ERASE_W] > 0).mean() > 0.9
+    with pytest.raises(ValueError, match="erase must be in"):
+        AugmentConfig(erase=1.5)

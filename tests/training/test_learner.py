@@ -360,3 +360,15 @@ def test_valid_every_validates_every_nth_epoch_and_each_stage_end(labelled: Path
     assert all(r["train_loss"] and not r["valid_loss"] for r in rows if not r["f1_micro"])
     assert len(rows) == 7 and (tmp_path / "run" / "curves.png").stat().st_size > 0
     assert (tmp_path / "run" / "final.json").exists()
+
+
+@pytest.mark.parametrize("augment", ["image", "batch"])
+def test_erase_reaches_the_training_views(labelled: Path, augment: str):
+    """--erase: every training view (chance 1) holds a box of the fill colour, on either path."""
+    from germinate.data.augment import ERASE_FILL
+
+    learn = create_learner(tiny_cfg(labelled, erase=1.0, augment=augment))
+    n = len(learn.data.train)
+    views = torch.cat(list(learn.augmented([np.arange(n)], ("test",)))).round()
+    filled = (views == torch.tensor(ERASE_FILL, dtype=views.dtype).view(1, 3, 1, 1)).all(1).float().mean((1, 2))
+    assert (filled > 0.015).all() and (filled < 0.4).all()

@@ -78,16 +78,27 @@ class AugmentConfig:
     min_scale: float = 0.75
     max_rotate: float = 10.0
     max_lighting: float = 0.0
+    erase: float = 0.0  # the chance of a box filled with ERASE_FILL (random erasing)
 
     def __post_init__(self) -> None:
         check_policy(self.flip)
         if not 0.0 < self.min_scale <= 1.0:
             raise ValueError(f"min_scale must be in (0, 1], got {self.min_scale}")
+        if not 0.0 <= self.erase <= 1.0:
+            raise ValueError(f"erase must be in [0, 1], got {self.erase}")
+
+
+# Random erasing (Zhong et al., 2017), with torchvision's box: 2-33% of the view's area, aspect
+# ratio log-uniform in [0.3, 3.3]; filled with ImageNet's mean colour (zero after ImageNet's
+# normalisation, as timm's "const" mode fills), the same in both augmentation paths.
+ERASE_AREA = (0.02, 1 / 3)
+ERASE_RATIO = (0.3, 3.3)
+ERASE_FILL = (124, 116, 104)
 
 
 def train_transform(cfg: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
     """Random view of a square uint8 image (3, S, S) -> (3, size, size)."""
-    # No flips for "none", but the same rotation, zoom and lighting as the other policies.
+    # No flips for "none", but the same rotation, zoom, lighting and erasing as the other policies.
     flips = {"top-down": [RandomDihedral()], "side-on": [v2.RandomHorizontalFlip()], "none": []}[cfg.flip]
     return v2.Compose(
         [
@@ -96,6 +107,7 @@ def train_transform(cfg: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor
             v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True),
             *flips,
             *([v2.ColorJitter(brightness=cfg.max_lighting, contrast=cfg.max_lighting)] if cfg.max_lighting else []),
+            *([v2.RandomErasing(cfg.erase, ERASE_AREA, ERASE_RATIO, ERASE_FILL)] if cfg.erase else []),
         ]
     )
 

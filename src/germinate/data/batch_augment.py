@@ -5,13 +5,15 @@ Each sample's parameters come from its own seed (derived from run seed, stage, e
 drawn on the CPU in float64, so the same sample gets the same view on any device, in any batch,
 at any world size. Rotation, then dihedral transform and crop (zoom and aspect ratio), are affine
 maps per sample, applied by `affine_grid` / `grid_sample` with reflection padding; lighting is a
-per-sample brightness and contrast change. torchvision's v2 transforms draw one set
+per-sample brightness and contrast change, then, if asked for, a box filled with a constant colour
+(random erasing). torchvision's v2 transforms draw one set
 of parameters per batch, so they cannot do this.
 
 The distributions are those of the per-image policy in `augment.py` (torchvision's
 RandomResizedCrop: area uniform in [min_scale, 1], aspect ratio log-uniform in [3/4, 4/3], the crop
 anywhere inside the image; rotation uniform in +/- max_rotate degrees; one of the policy's flips
-uniformly; brightness and contrast factors uniform in 1 +/- max_lighting).
+uniformly; brightness and contrast factors uniform in 1 +/- max_lighting; torchvision's
+RandomErasing box with chance `erase`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from germinate.data.augment import AugmentConfig, deterministic_views
+from germinate.data.augment import ERASE_AREA, ERASE_FILL, ERASE_RATIO, AugmentConfig, deterministic_views
 
-# Columns of a parameter table, one row per sample.
-K, ANGLE, CROP_W, CROP_H, CENTRE_X, CENTRE_Y, BRIGHTNESS, CONTRAST = range(8)
-N_PARAMS = 8
+# Columns of a parameter table, one row per sample; the erased box in fractions of the view's
+# side (its left and top edges, width and height; a zero width erases nothing).
+K, ANGLE, CROP_W, CROP_H, CENTRE_X, CENTRE_Y, BRIGHTNESS, CONTRAST, ERASE_X, ERASE_Y, ERASE_W, ERASE_H = range(12)
+N_PARAMS = 12
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 
 
@@ -49,7 +52,21 @@ def draw_params(seeds: Sequence[int], cfg: AugmentConfig) -> np.ndarray:
         row[CENTRE_X], row[CENTRE_Y] = (2 * u[2] - 1) * (1 - w), (2 * u[3] - 1) * (1 - h)
         row[BRIGHTNESS] = 1 + (2 * u[4] - 1) * cfg.max_lighting
         row[CONTRAST] = 1 + (2 * u[5] - 1) * cfg.max_lighting
+        # drawn last and only when on, so that the other parameters of a seed do not change
+        row[ERASE_X:] = _erase_box(g) if cfg.erase and g.random() < cfg.erase else 0.0
     return out
+
+
+def _erase_box(g: np.random.Generator) -> tuple[float, float, float, float]:
+    """A box to erase (left, top, width, height, fractions of the side), drawn as torchvision's
+    RandomErasing draws it: up to 10 tries of (area, ratio) for a box that fits, else none."""
+    for _ in range(10):
+        area = ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * g.random()
+        ratio = math.exp(math.log(ERASE_RATIO[0]) + (math.log(ERASE_RATIO[1]) - math.log(ERASE_RATIO[0])) * g.random())
+        h, w = math.sqrt(area * ratio), math.sqrt(area / ratio)
+        if w < 1 and h < 1:
+            return g.random() * (1 - w), g.random() * (1 - h), w, h
+    return 0.0, 0.0, 0.0, 0.0
 
 
 def _crop_size(g: np.random.Generator, min_scale: float) -> tuple[float, float]:
@@ -110,9 +127,25 @@ def augment_batch(x: torch.Tensor, params: np.ndarray, size: int) -> torch.Tenso
     out = _sample(out, crop_matrices(params), size * f)
     if f > 1:
         out = F.avg_pool2d(out, f)
-    if np.any(params[:, BRIGHTNESS:] != 1.0):
-        out = adjust_lighting(out, torch.from_numpy(params[:, BRIGHTNESS:]).float().to(x.device, non_blocking=True))
+    if np.any(params[:, BRIGHTNESS:ERASE_X] != 1.0):
+        out = adjust_lighting(out, torch.from_numpy(params[:, BRIGHTNESS:ERASE_X]).float().to(x.device, non_blocking=True))
+    if np.any(params[:, ERASE_W] > 0):
+        out = erase_boxes(out, params[:, ERASE_X:])
     return out
+
+
+def erase_boxes(x: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
+    """Each sample's box (left, top, width, height as fractions of the side; (n, 4)) filled with
+    ERASE_FILL, rounded to whole pixels as torchvision's RandomErasing places them."""
+    size = x.shape[-1]
+    px = np.round(boxes * size).astype(np.int64)
+    left, top, w, h = (torch.from_numpy(px[:, i]).to(x.device, non_blocking=True).view(-1, 1) for i in range(4))
+    at = torch.arange(size, device=x.device).view(1, -1)
+    cols = (at >= left) & (at < left + w)  # (n, size)
+    rows = (at >= top) & (at < top + h)
+    inside = (rows[:, :, None] & cols[:, None, :])[:, None]  # (n, 1, size, size)
+    fill = torch.tensor(ERASE_FILL, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return torch.where(inside, fill, x)
 
 
 def supersampling(params: np.ndarray, source_px: int, size: int) -> int:

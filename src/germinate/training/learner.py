@@ -88,7 +88,7 @@ class Learner:
         self.augment_on = augment_path(cfg.augment, self.device)
         # Compiled lazily at the first batch; it shares the parameters with self.net.
         self.model = torch.compile(self.net) if cfg.compile else self.net
-        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting)
+        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, cfg.erase)
         weights = class_weights(data.train.labels, len(data.classes), cfg.class_weights)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
