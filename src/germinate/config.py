@@ -173,7 +173,7 @@ class TrainConfig:
     # measured to hurt on the seedlings; --max-lighting 0.2 turns it on
     max_lighting: float = setting(0.0, "largest brightness/contrast change, as a fraction", "float", "augmentation",
                                   bound=UNIT_OPEN)
-    # timm's usual chance is 0.25; measured in docs/accuracy.md
+    # timm's recipes use 0.25; on the seedlings it gained nothing over three fresh splits (docs/accuracy.md)
     erase: float = setting(0.0, "random erasing: the chance that a box of each training view (a fiftieth to a third of its "
                            "area, aspect ratio 0.3 to 3.3) is filled with a constant colour; 0: off", "float",
                            "augmentation", bound=Bound(0, 1))
