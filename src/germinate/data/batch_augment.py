@@ -136,7 +136,7 @@ def augment_batch(x: torch.Tensor, params: np.ndarray, size: int) -> torch.Tenso
 
 def erase_boxes(x: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
     """Each sample's box (left, top, width, height as fractions of the side; (n, 4)) filled with
-    ERASE_FILL, rounded to whole pixels as torchvision's RandomErasing places them."""
+    ERASE_FILL, its edges rounded to whole pixels."""
     size = x.shape[-1]
     px = np.round(boxes * size).astype(np.int64)
     left, top, w, h = (torch.from_numpy(px[:, i]).to(x.device, non_blocking=True).view(-1, 1) for i in range(4))
