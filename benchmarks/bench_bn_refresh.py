@@ -70,8 +70,7 @@ def main() -> int:
         n = len(info.classes)
         plain = M.summary(labels, probs[0].argmax(1), n)["f1_micro"]
         tta = M.summary(labels, probs.mean(0).argmax(1), n)["f1_micro"]
-        picked = probs.mean(0)[np.arange(len(labels)), labels]
-        loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
+        loss = float(M.cross_entropy(probs.mean(0), labels).mean())  # final.json's TTA loss
         was = (final["plain"]["f1_micro"], final["tta"]["f1_micro"], final["tta"]["loss"])
         rows.append((run.name, was, (plain, tta, loss)))
         print(f"{run.name}: {was[0]:.4f} / {was[1]:.4f} (loss {was[2]:.3f}) -> {plain:.4f} / {tta:.4f} "

@@ -184,7 +184,7 @@ def test_views_are_as_sharp_as_the_per_image_policys():
     assert 0.7 < ratio < 1.3, ratio
 
 
-def _erased(views: torch.Tensor) -> torch.Tensor:
+def erased_fraction(views: torch.Tensor) -> torch.Tensor:
     """Each view's fraction of pixels in the fill colour (the image itself has none)."""
     from germinate.data.augment import ERASE_FILL
 
@@ -199,10 +199,10 @@ def test_erased_boxes_match_torchvisions_random_erasing():
 
     img = torch.full((3, 80, 80), 200, dtype=torch.uint8)
     cfg = AugmentConfig(size=64, flip="top-down", min_scale=1.0, max_rotate=0, erase=0.5)
-    batch = _erased(augment_batch(img[None].expand(N, -1, -1, -1), draw_params(range(N), cfg), 64).round())
+    batch = erased_fraction(augment_batch(img[None].expand(N, -1, -1, -1), draw_params(range(N), cfg), 64).round())
     tf = train_transform(cfg)
     torch.manual_seed(0)
-    single = _erased(torch.stack([tf(img) for _ in range(N)]))
+    single = erased_fraction(torch.stack([tf(img) for _ in range(N)]))
     for areas in (batch, single):
         hit = areas[areas > 0]
         assert 0.45 < len(hit) / N < 0.55

@@ -32,6 +32,7 @@ from germinate.data.augment import ERASE_AREA, ERASE_FILL, ERASE_RATIO, AugmentC
 K, ANGLE, CROP_W, CROP_H, CENTRE_X, CENTRE_Y, BRIGHTNESS, CONTRAST, ERASE_X, ERASE_Y, ERASE_W, ERASE_H = range(12)
 N_PARAMS = 12
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+ERASE_LOG_RATIO = (math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]))
 
 
 def draw_params(seeds: Sequence[int], cfg: AugmentConfig) -> np.ndarray:
@@ -62,7 +63,7 @@ def _erase_box(g: np.random.Generator) -> tuple[float, float, float, float]:
     RandomErasing draws it: up to 10 tries of (area, ratio) for a box that fits, else none."""
     for _ in range(10):
         area = ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * g.random()
-        ratio = math.exp(math.log(ERASE_RATIO[0]) + (math.log(ERASE_RATIO[1]) - math.log(ERASE_RATIO[0])) * g.random())
+        ratio = math.exp(ERASE_LOG_RATIO[0] + (ERASE_LOG_RATIO[1] - ERASE_LOG_RATIO[0]) * g.random())
         h, w = math.sqrt(area * ratio), math.sqrt(area / ratio)
         if w < 1 and h < 1:
             return g.random() * (1 - w), g.random() * (1 - h), w, h
