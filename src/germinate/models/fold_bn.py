@@ -1,4 +1,4 @@
-"""Batchnorm folded into the convolution before it, for inference.
+"""Batchnorm folded into the convolution before it, for inference and for the fixed blocks.
 
 In eval mode a batchnorm layer is a fixed per-channel scale and shift, which can be folded into
 the weights and bias of the convolution that feeds it (torch's `fuse_conv_bn_eval`). On a CPU
@@ -13,6 +13,10 @@ is exactly a convolution's output), so any torchvision or timm CNN works without
 names; the copy is then checked against the original on a random batch, and a network whose
 convolution output also feeds something else (where folding would change that too) is left as
 it was.
+
+Training folds too, where it can: the stem and first blocks that `--fixed-blocks` keeps as
+pretrained are always in eval mode and never learn, so the training network runs through a view
+of its body with their pairs folded (`fold_shared`), which shares every other layer.
 """
 
 from __future__ import annotations
@@ -78,28 +82,80 @@ def _replace(net: nn.Module, name: str, module: nn.Module) -> None:
     setattr(net.get_submodule(parent) if parent else net, attr, module)
 
 
+def _fold_pair(conv: nn.Module, bn: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(the convolution with `bn` folded in, what is left of `bn`), or None for a batchnorm that
+    cannot be folded (an unknown kind, or batch statistics only). Both must be in eval mode."""
+    rest = _after_norm(bn)
+    if rest is None or bn.running_mean is None:
+        return None
+    fused = fuse_conv_bn_eval(conv, bn)
+    if conv.weight.ndim == 4 and not conv.weight.is_contiguous():  # keep an NHWC network NHWC
+        fused = fused.to(memory_format=torch.channels_last)
+    return fused, rest
+
+
 @torch.no_grad()
 def fold_batchnorm(net: nn.Module, size: int, channels: int = 3) -> nn.Module:
     """An eval-mode copy of `net` (which takes 0-255 images, as germinate's networks do) with
     each convolution-batchnorm pair folded into one convolution; `net` itself is not changed.
     `size`: an image size the network takes. Parameters keep their device, dtype and layout."""
     device = next(net.parameters()).device
-    # Its own generator: the global one drives dropout, and a run must repeat exactly.
-    example = (torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0)) * 255).to(device)
+    example = example_images(size, channels, device)
     folded = copy.deepcopy(net).eval()
     reference = folded(example).float()  # from the copy: `net` is not run, nor its mode switched
     for conv_name, bn_name in conv_bn_pairs(folded, example):
-        conv, bn = folded.get_submodule(conv_name), folded.get_submodule(bn_name)
-        rest = _after_norm(bn)
-        if rest is None or bn.running_mean is None:  # an unknown kind, or batch statistics only
-            continue
-        fused = fuse_conv_bn_eval(conv, bn)
-        if conv.weight.ndim == 4 and not conv.weight.is_contiguous():  # keep an NHWC network NHWC
-            fused = fused.to(memory_format=torch.channels_last)
-        _replace(folded, conv_name, fused)
-        _replace(folded, bn_name, rest)
+        pair = _fold_pair(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
+        if pair is not None:
+            _replace(folded, conv_name, pair[0])
+            _replace(folded, bn_name, pair[1])
     got = folded(example).float()
-    if (got - reference).abs().max() > TOLERANCE * (1 + reference.abs().max()):
+    if not same_output(got, reference):
         return copy.deepcopy(net).eval()  # a pair that also fed something else: not foldable
     return folded
 
+
+def example_images(size: int, channels: int = 3, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Two random 0-255 images, the same every time."""
+    # Its own generator: the global one drives dropout, and a run must repeat exactly.
+    return (torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0)) * 255).to(device)
+
+
+def same_output(got: torch.Tensor, reference: torch.Tensor) -> bool:
+    """Whether a folded network's output is the original's, up to float rounding."""
+    return bool((got.float() - reference.float()).abs().max() <= TOLERANCE * (1 + reference.float().abs().max()))
+
+
+@torch.no_grad()
+def fold_shared(module: nn.Module, pairs: list[tuple[str, str]]) -> tuple[nn.Module, list[tuple[nn.Module, nn.Module]]]:
+    """A view of `module` with the given (convolution, batchnorm) pairs folded, sharing every
+    other submodule, parameter and buffer with it: what trains through the view trains `module`.
+    Only for layers that never learn and stay in eval mode (germinate's fixed blocks), since the
+    folded convolutions are computed once, here. Returns (the view, [(container copy, original)]):
+    the containers on the way to a folded pair are shallow copies, whose `training` flag the
+    caller keeps in step with the original's."""
+    copies: dict[int, nn.Module] = {}
+    path: list[tuple[nn.Module, nn.Module]] = []
+
+    def own(m: nn.Module) -> nn.Module:  # a shallow copy with its own list of children
+        if id(m) not in copies:
+            c = copy.copy(m)
+            object.__setattr__(c, "_modules", dict(m._modules))
+            copies[id(m)] = c
+            path.append((c, m))
+        return copies[id(m)]
+
+    view = own(module)
+    for conv_name, bn_name in pairs:
+        pair = _fold_pair(module.get_submodule(conv_name), module.get_submodule(bn_name))
+        if pair is None:
+            continue
+        for name, replacement in zip((conv_name, bn_name), pair):
+            *parents, leaf = name.split(".")
+            node, original = view, module
+            for part in parents:
+                original = original._modules[part]
+                child = own(original)
+                node._modules[part] = child
+                node = child
+            node._modules[leaf] = replacement.eval()
+    return view, path
