@@ -129,7 +129,8 @@ class Network(nn.Module):
         names = [name for unit in self._block_names[: self._n_fixed] for name in unit]
         inside = lambda n: any(n == f or n.startswith(f + ".") for f in names)  # noqa: E731
         example = example_images(size, device=self.mean.device)
-        pairs = [(c.removeprefix("body."), b.removeprefix("body.")) for c, b in conv_bn_pairs(self, example)]
+        pairs = [(c.removeprefix("body."), b.removeprefix("body.")) for c, b in conv_bn_pairs(self, example)
+                 if c.startswith("body.") and b.startswith("body.")]
         pairs = [(c, b) for c, b in pairs if inside(c) and inside(b)]
         if not pairs:
             return self.body, []
