@@ -33,8 +33,8 @@ from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
 from germinate.training.plan import describe, plan_stages, stage_lrs
-from germinate.training.time_budget import (SAFETY, budget_name, deadline_for, describe_cut, epochs_for_budget,
-                                           min_epochs, preset_name, recorded_budget_name)
+from germinate.training.time_budget import (RETIME_BELOW, SAFETY, Speeds, budget_name, deadline_for, describe_cut,
+                                           epochs_for_budget, min_epochs, preset_name, recorded_budget_name)
 from germinate.ui import Muted, Reporter
 from germinate.utils import resolve_device, seed_everything
 
@@ -208,10 +208,20 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     cfg = dataclasses.replace(learn.cfg, time_budget=minutes, epochs=most)
     said = budget_name(minutes, given, cfg.preset)
     learn.reporter.info(f"{said}: timing a few training steps and validation batches")
-    speeds = learn.measure_speeds()
     views = len(tta_views(cfg.flip, cfg.tta))
-    left = minutes * 60 - (time.perf_counter() - started)
-    epochs, estimate = learn.world.broadcast(epochs_for_budget(cfg, speeds, left * SAFETY, views))
+
+    def plan(speeds: Speeds) -> tuple[int, float]:
+        left = minutes * 60 - (time.perf_counter() - started)
+        return learn.world.broadcast(epochs_for_budget(cfg, speeds, left * SAFETY, views))
+
+    speeds = learn.measure_speeds()
+    epochs, estimate = plan(speeds)
+    # too short to mend later, and perhaps a busy moment's plan (`most`: the --epochs cap, if any)
+    retimed = epochs < (RETIME_BELOW if most is None else min(RETIME_BELOW, most))
+    if retimed:
+        learn.reporter.info(f"{said}: {epochs} epoch(s) fit by that timing; timing again, to keep the quicker reading")
+        speeds = speeds.faster(learn.measure_speeds())
+        epochs, estimate = plan(speeds)
     per_step = ", ".join(f"{s:.2f} s at {px} px" for px, s in speeds.step_s.items())
     if epochs == 0:
         raise GerminateError(
@@ -226,7 +236,8 @@ def fit_time_budget(learn: Learner, started: float) -> dict:
     learn.reporter.info(f"{said}: {epochs} epoch(s) fit{capped} (a training step takes {per_step}; "
                         f"about {(spent + estimate) / 60:.1f} min in all); repeat this run with --epochs {epochs}")
     return {"minutes": minutes, "epochs": epochs, "estimated_minutes": round((spent + estimate) / 60, 2),
-            "safety": SAFETY, "speeds": speeds.to_dict(), "given": given, "preset": cfg.preset}
+            "safety": SAFETY, "speeds": speeds.to_dict(), "given": given, "preset": cfg.preset,
+            **({"retimed": True} if retimed else {})}
 
 
 def _say_budget(learn: Learner, seconds: float) -> None:

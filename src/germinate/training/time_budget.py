@@ -48,6 +48,9 @@ MAX_EPOCHS = 10_000
 # it leaves the stage alone, so that a steady pace never moves it back and forth.
 PACE_EPOCHS = 3
 CUT_TARGET = 0.95
+# A plan shorter than this is timed again before it stands: a stage of one epoch is over before
+# its pace is known, so no lengthening can mend a probe that caught a busy moment.
+RETIME_BELOW = 3
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,13 @@ class Speeds:
     steps_per_epoch: int
     n_train: int
     n_valid: int
+
+    def faster(self, other: Speeds) -> Speeds:
+        """Each figure the quicker of two probes': other work on the machine only ever slows one."""
+        return dataclasses.replace(
+            self, step_s={k: min(v, other.step_s.get(k, v)) for k, v in self.step_s.items()},
+            image_s={k: min(v, other.image_s.get(k, v)) for k, v in self.image_s.items()},
+            save_s=min(self.save_s, other.save_s))
 
     def to_dict(self) -> dict:
         """Plain values, for config.json."""
