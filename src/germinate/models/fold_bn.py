@@ -132,7 +132,7 @@ def fold_shared(module: nn.Module, pairs: list[tuple[str, str]]) -> tuple[nn.Mod
     Only for layers that never learn and stay in eval mode (germinate's fixed blocks), since the
     folded convolutions are computed once, here. Returns (the view, [(container copy, original)]):
     the containers on the way to a folded pair are shallow copies, whose `training` flag the
-    caller keeps in step with the original's."""
+    caller keeps in step with the original's (`follow_modes`)."""
     copies: dict[int, nn.Module] = {}
     path: list[tuple[nn.Module, nn.Module]] = []
 
@@ -159,3 +159,9 @@ def fold_shared(module: nn.Module, pairs: list[tuple[str, str]]) -> tuple[nn.Mod
                 node = child
             node._modules[leaf] = replacement.eval()
     return view, path
+
+
+def follow_modes(path: list[tuple[nn.Module, nn.Module]]) -> None:
+    """Give each container copy of a `fold_shared` view its original's train / eval mode."""
+    for copied, original in path:
+        copied.training = original.training

@@ -10,7 +10,7 @@ from torch import nn
 
 from germinate.errors import GerminateError
 from germinate.models.backbones import Backbone, create_backbone, set_drop_path
-from germinate.models.fold_bn import conv_bn_pairs, example_images, fold_shared, same_output
+from germinate.models.fold_bn import conv_bn_pairs, example_images, fold_shared, follow_modes, same_output
 from germinate.models.head import ConcatPool, create_head
 from germinate.models.plant_mask import apply_mask, check_mask
 
@@ -120,8 +120,7 @@ class Network(nn.Module):
         if self._folded is None or self._folded[0] != key:
             self._folded = (key, *self._fold_fixed_blocks(size))
         _, view, path = self._folded
-        for copied, original in path:
-            copied.training = original.training
+        follow_modes(path)
         return view
 
     @torch.no_grad()
@@ -138,8 +137,7 @@ class Network(nn.Module):
         was_training = self.training
         try:
             self.eval()  # the fixed blocks are in eval mode in either; this makes the rest so too
-            for copied, original in path:
-                copied.training = original.training
+            follow_modes(path)
             x = self.normalize(example)
             same = same_output(view(x), self.body(x))
         finally:
