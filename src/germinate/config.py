@@ -210,6 +210,11 @@ class TrainConfig:
     sam: float = setting(0.0, "sharpness-aware minimisation: each step's gradient taken again at the weights moved "
                          "this far uphill (the rho; 0.05 is usual), for 1.7-1.9x the cost of a step; 0: off", "float",
                          "optimisation", bound=Bound(0, 10), metavar="RHO")
+    # SAM late in training only (Zhou et al., 2024, arXiv:2410.10373: SAM selects its flatter minima
+    # late, so its last epochs give most of its gain at a fraction of its cost)
+    sam_last: float = setting(1.0, "with --sam, the share of the unfrozen epochs, the last ones, that take SAM steps "
+                              "(the others plain steps); 1: every epoch", "float", "optimisation",
+                              bound=Bound(0, 1, lo_open=True), metavar="SHARE")
     class_weights: str = setting("none", "weight the training loss per class: balanced (n / (classes x count), every "
                                  "class counts equally), sqrt (its square root, milder) or none", "str",
                                  "optimisation", choices=("none", "balanced", "sqrt"))

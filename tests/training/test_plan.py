@@ -187,3 +187,30 @@ def test_a_cut_stage_keeps_its_plan_and_round_trips_through_json():
     assert back.n_epochs() == 20 and back.make_schedule(7).total_steps == 20 * 7
     assert "20 epoch(s) (planned 20, cut to 15 after epoch 8, cut to 13 after epoch 10, lengthened to 20 after " \
            "epoch 11)" in describe(back)
+
+
+from germinate.training.plan import HEAD_ONLY, sam_epochs, takes_sam  # noqa: E402
+
+
+def _sams(plan: list[Stage], share: float) -> list[list[bool]]:
+    return [[takes_sam(plan, i, e, share) for e in range(s.n_epochs())] for i, s in enumerate(plan)]
+
+
+def test_sam_last_takes_the_last_share_of_the_unfrozen_epochs_rounded_up():
+    plan = plan_stages(TrainConfig(train_dir="x", epochs=15))
+    assert sam_epochs(plan, 0.3) == 5 and sam_epochs(plan, 0.01) == 1 and sam_epochs(plan, 0.99) == 15
+    assert _sams(plan, 0.3) == [[False] * 10 + [True] * 5]
+    assert sam_epochs(plan_stages(TrainConfig(train_dir="x", epochs=10)), 0.3) == 3  # not 4 by float rounding
+    assert _sams(plan, 1.0) == [[True] * 15]
+
+
+def test_sam_last_counts_over_the_sizes_stages_and_skips_the_head():
+    plan = plan_stages(TrainConfig(train_dir="x", sizes=[128, 192], epochs=24, freeze_epochs=2))
+    assert [(s.head_only, s.n_epochs()) for s in plan] == [(True, 2), (False, 12), (False, 12)]
+    # 0.6 of 24 is 14.4: 15 epochs, the last 3 at 128 px and all 12 at 192; the head plain
+    assert _sams(plan, 0.6) == [[False] * 2, [False] * 9 + [True] * 3, [True] * 12]
+    assert _sams(plan, 1.0)[0] == [True] * 2  # every epoch, as --sam always was
+    # a time budget's cut of the last stage moves the start with it
+    cut = [*plan[:2], plan[2].cut_to(4, 8)]
+    assert _sams(cut, 0.25) == [[False] * 2, [False] * 12, [False] * 3 + [True] * 5]
+    assert plan[0].frozen_groups == HEAD_ONLY

@@ -78,7 +78,7 @@ def _one_step(labelled: Path, sam: float, lr: float) -> tuple[dict, dict, dict]:
     before = {k: v.clone() for k, v in learn.net.state_dict().items()}
     learn._set_mode(False)
     torch.manual_seed(1)  # the same dropout in the first pass of both
-    learn._step(x, y, precompute=False)
+    learn._step(x, y, precompute=False, sam=True)
     return before, {k: v.clone() for k, v in learn.net.state_dict().items()}, _stats(learn.net)
 
 

@@ -40,7 +40,7 @@ from germinate.training.distributed import SINGLE, World
 from germinate.training.features import pooled_features, recalibrate_bn
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.mixing import make_mixer
-from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs
+from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs, takes_sam
 from germinate.training.sam import batchnorm_stats_kept, climb, climb_back
 from germinate.training.schedule import Schedule
 from germinate.training.time_budget import Deadline, Speeds, validation_sizes
@@ -312,8 +312,9 @@ class Learner:
             self._ddp = (key, torch.compile(ddp) if self.cfg.compile and not precompute else ddp)
         return self._ddp[1]
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, precompute: bool) -> float:
-        """One optimizer step on this process's batch; returns its loss (this process's)."""
+    def _step(self, x: torch.Tensor, y: torch.Tensor, precompute: bool, sam: bool = False) -> float:
+        """One optimizer step on this process's batch (a SAM step when `sam` and --sam is on);
+        returns its loss (this process's)."""
         if self.mixer is not None and not precompute:
             x, y = self.mixer(x, y)  # soft labels: the loss takes class probabilities
         model = self._trainable(precompute)
@@ -322,7 +323,7 @@ class Learner:
         loss = self.loss_fn(out.float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.cfg.sam:
+        if sam and self.cfg.sam:
             # The gradient again at the weights moved uphill (with several processes, along the
             # averaged gradient, so every rank moves alike); the step is taken from where they were.
             moved = climb([p for g in self.opt.param_groups for p in g["params"]], self.cfg.sam)
@@ -357,6 +358,7 @@ class Learner:
             self._epoch = _EpochStats()
         self._set_mode(precompute)
         batches = self._train_batches((self.pos.stage, epoch), self.pos.batch, precompute)
+        sam = takes_sam(self.plan, self.pos.stage, epoch, self.cfg.sam_last)
         with self.reporter.progress(f"{stage.name} {epoch + 1}/{stage.n_epochs()}", spe - self.pos.batch) as advance:
             for b, (x, y) in enumerate(batches, start=self.pos.batch):
                 step = epoch * spe + b
@@ -364,7 +366,7 @@ class Learner:
                 self._set_lrs(lrs, sched.momentum(step))
                 # Dropout's random numbers from the step's position: a resumed run draws the same.
                 torch.manual_seed(derive_seed(self.cfg.seed, "step", self.pos.stage, epoch, b, self.world.rank))
-                loss = self._agree(self._step(x, y, precompute))
+                loss = self._agree(self._step(x, y, precompute, sam))
                 if not math.isfinite(loss):
                     raise GerminateError(
                         f"the training loss became {loss} in {stage.name} epoch {epoch + 1}: the LR is too high "
@@ -516,7 +518,7 @@ class Learner:
                     self._set_mode(precompute)
                     self._set_lrs([lr] * len(self.opt.param_groups))
                     x, y = next(batches)
-                    loss = self._step(x, y, precompute)
+                    loss = self._step(x, y, precompute, sam=self.cfg.sam_last >= 1)  # as the stage's first epoch
                     if fixed is not None:
                         loss = self._probe_loss(*fixed, precompute)
                     loss = self.world.mean([loss])[0]  # every rank reads the same curve
@@ -542,7 +544,7 @@ class Learner:
                 self.use_size(size)
                 self._set_mode(False)
                 batches = self._endless_batches(False, "speed probe")
-                step_s[size] = self._timed(lambda: self._step(*next(batches), False), steps, warmup)
+                step_s[size] = self._timed(lambda: self._step(*next(batches), False, True), steps, warmup)
             self.net.eval()
             n = min(self.cfg.bs, len(self.data.valid))
             idx = [np.arange(n)]

@@ -12,6 +12,7 @@ reports is the head's peak that puts it there (`lr_for_suggestion`). Passing tha
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from germinate.config import N_GROUPS, TrainConfig
@@ -114,6 +115,27 @@ class Position:
     def at_stage_start(self) -> bool:
         """True before the first step of a stage."""
         return self.epoch == 0 and self.batch == 0
+
+
+def sam_epochs(plan: list[Stage], share: float) -> int:
+    """How many of the plan's unfrozen epochs, the last ones, take SAM steps with --sam-last
+    `share`: at least one, rounded up (a share of 0.3 of 15 epochs: the last 5)."""
+    total = sum(s.n_epochs() for s in plan if not s.head_only)
+    return min(total, max(1, math.ceil(share * total - 1e-9)))  # 0.3 * 10 is 3.0000000000000004
+
+
+def takes_sam(plan: list[Stage], stage: int, epoch: int, share: float) -> bool:
+    """Whether epoch `epoch` (0-based) of the plan's stage `stage` takes SAM steps with
+    --sam-last `share`: every epoch at 1 (head stages too, as --sam always did), else only the
+    last `sam_epochs` of the unfrozen epochs, counted over the stages together (with --sizes,
+    the last size's first). The count follows the plan as a time budget changes it."""
+    if share >= 1:
+        return True
+    if plan[stage].head_only:
+        return False
+    unfrozen = [(i, s.n_epochs()) for i, s in enumerate(plan) if not s.head_only]
+    before = sum(n for i, n in unfrozen if i < stage)
+    return before + epoch >= sum(n for _, n in unfrozen) - sam_epochs(plan, share)
 
 
 def stage_lrs(lr: float, frozen_groups: int, ratio: float) -> list[float]:
