@@ -100,3 +100,17 @@ def test_a_sam_step_at_lr_zero_leaves_the_weights_where_they_were(labelled: Path
     before, after, _ = _one_step(labelled, 0.5, 0.0)
     weights = [k for k, v in before.items() if v.is_floating_point() and "running" not in k]
     assert all(torch.allclose(after[k], before[k], atol=1e-6) for k in weights)
+
+
+def test_sam_last_takes_plain_steps_first_and_sam_steps_in_the_last_share(labelled: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    import germinate.training.learner as learner_module
+    from germinate import train
+
+    climbs = []
+    real = learner_module.climb
+    monkeypatch.setattr(learner_module, "climb", lambda params, rho: climbs.append(rho) or real(params, rho))
+    learn = train(TrainConfig(train_dir=str(labelled), size=32, bs=8, epochs=4, quiet=True, sam=0.05,
+                              sam_last=0.5, valid_every=4), tmp_path / "run")
+    steps = learn.steps_per_epoch()
+    assert steps > 1 and climbs == [0.05] * (2 * steps)  # epochs 3 and 4 only

@@ -22,6 +22,7 @@ from germinate import TrainConfig, config, create_learner, train
 from germinate.config import BEST_MINUTES, DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
 from germinate.training.plan import Stage, plan_stages
+from germinate.training.plan import takes_sam
 from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS,
                                             SAFETY, Deadline, Speeds, StageClock, deadline_for, epochs_for_budget,
                                             epochs_in_time, forward_s, min_epochs, run_seconds, stage_seconds,
@@ -162,6 +163,22 @@ def test_the_speed_probe_leaves_no_trace(labelled: Path):
     assert all(torch.equal(t, after[k][n]) for k, v in opt_state.items() for n, t in v.items())
     assert [g["lr"] for g in learn.opt.param_groups] == lrs and torch.equal(torch.get_rng_state(), rng)
     assert learn.aug.size == size and learn.is_frozen  # the freeze it found
+    assert speeds.sam_step_s == {}  # one kind of step
+
+
+@pytest.mark.parametrize("sam_last", [0.5, 1.0])
+def test_the_probe_times_sam_steps_apart_only_when_epochs_of_both_kinds_follow(labelled: Path, sam_last: float,
+                                                                             monkeypatch: pytest.MonkeyPatch):
+    import germinate.training.learner as learner_module
+
+    climbs = []
+    real = learner_module.climb
+    monkeypatch.setattr(learner_module, "climb", lambda params, rho: climbs.append(rho) or real(params, rho))
+    learn = create_learner(TrainConfig(train_dir=str(labelled), size=32, bs=8, quiet=True, sam=0.05,
+                                       sam_last=sam_last))
+    speeds = learn.measure_speeds(steps=2, warmup=1)
+    assert set(speeds.sam_step_s) == ({32} if sam_last < 1 else set())
+    assert len(climbs) == 3  # SAM steps timed once: as every step (at 1), or apart from the plain ones
 
 
 def test_a_budgeted_run_records_its_epochs_and_repeats_as_epochs_n(labelled: Path, tmp_path: Path):
@@ -474,3 +491,61 @@ def test_a_plan_too_short_to_mend_is_timed_again(labelled: Path, monkeypatch, bu
         assert 1 <= budget["epochs"] < 3
     else:  # the quiet reading: the tiny epochs take well under a second, so the cap of 20 fits
         assert budget["epochs"] == 20 and budget["speeds"]["step_s"] == calls[1].to_dict()["step_s"]
+
+
+# --sam-last below 1: a run of plain epochs, then SAM ones at 2x the step
+MIXED = dataclasses.replace(SPEEDS, sam_step_s={128: 1.6, 192: 3.6})
+
+
+def test_a_sam_tail_is_planned_at_its_own_cost():
+    cfg = TrainConfig(epochs=10, sam=0.05, sam_last=0.3)  # the last 3 of 10 epochs
+    plain = run_seconds(plan_stages(cfg), cfg, SPEEDS, 8)
+    assert run_seconds(plan_stages(cfg), cfg, MIXED, 8) == pytest.approx(plain + 3 * 100 * (1.6 - 0.8))
+    # SAM on every epoch (the probe's steps are then SAM steps), or none: no surcharge
+    whole = dataclasses.replace(cfg, sam_last=1.0)
+    assert run_seconds(plan_stages(whole), whole, SPEEDS, 8) == pytest.approx(plain)
+    # a budget holds fewer epochs for the tail's cost, as many as the estimates say
+    budget = TrainConfig(epochs=None, sam=0.05, sam_last=0.3)
+    n, estimate = epochs_for_budget(budget, MIXED, 20 * 60, 8)
+    assert n < epochs_for_budget(budget, SPEEDS, 20 * 60, 8)[0]
+    assert estimate == pytest.approx(_estimate(budget, n, MIXED))
+    assert estimate <= 20 * 60 < _estimate(budget, n + 1, MIXED)
+
+
+def _run_as_planned(deadline: Deadline, plan: list, pace: float = 1.0) -> list:
+    """Every epoch of the one-stage `plan` taking `pace` times what the probe said (a SAM epoch
+    its surcharge more), the deadline asked after each; what it answered, and the plan it left."""
+    clock, now, answers = deadline.clocks[0], 0.0, []
+    e = 0
+    while e < plan[0].n_epochs():
+        took = pace * (clock.epoch_s + (clock.sam_s if takes_sam(plan, 0, e, deadline.sam_last) else 0.0))
+        now += took
+        e += 1
+        answer = deadline.check(0, e, plan[0].n_epochs(), took, now, plan)
+        answers.append(answer)
+        if answer is not None:
+            plan = [plan[0].cut_to(e, answer)]
+    return answers, plan
+
+
+def test_the_deadline_counts_a_sam_tail_at_its_cost():
+    cfg = TrainConfig(epochs=10, sam=0.05, sam_last=0.3)
+    plan = plan_stages(cfg)
+    seconds = run_seconds(plan, cfg, MIXED, 8) / SAFETY  # as a budget would have planned it
+    deadline = deadline_for(plan, cfg, MIXED, 8, started=0.0, seconds=seconds, most=40)
+    assert deadline.clocks[0].sam_s == pytest.approx(100 * (1.6 - 0.8))
+    # epochs as the probe said, the plain ones twice as quick as the SAM ones: nothing moves
+    answers, _ = _run_as_planned(deadline, plan)
+    assert answers == [None] * 10
+    # asked without the plan, the plain epochs looked quick and the stage was lengthened
+    blind = deadline_for(plan, cfg, MIXED, 8, started=0.0, seconds=seconds, most=40)
+    assert blind.check(0, 1, 10, 83.5, 83.5) is None and blind.check(0, 2, 10, 83.5, 167.0) > 10
+    # a machine 1.3x slower throughout: cut, and the cut run's end (its SAM tail moved with it) is in time
+    slow = deadline_for(plan, cfg, MIXED, 8, started=0.0, seconds=seconds, most=40)
+    answers, cut = _run_as_planned(slow, plan, pace=1.3)
+    assert any(a is not None and a < 10 for a in answers)
+    c = slow.clocks[0]
+    sams = sum(takes_sam(cut, 0, e, 0.3) for e in range(cut[0].n_epochs()))
+    end = 1.3 * (cut[0].n_epochs() * c.epoch_s + sams * c.sam_s) + slow.final_s
+    assert sams == 3 if cut[0].n_epochs() >= 8 else sams >= 1
+    assert end <= seconds

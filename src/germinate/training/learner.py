@@ -416,7 +416,8 @@ class Learner:
         if self.deadline is None:
             return stage, sched
         was = stage.n_epochs()
-        epochs = self.world.broadcast(self.deadline.check(self.pos.stage, done, was, seconds, time.perf_counter()))
+        now = time.perf_counter()
+        epochs = self.world.broadcast(self.deadline.check(self.pos.stage, done, was, seconds, now, self.plan))
         if epochs is None:
             return stage, sched
         pace, planned = self.deadline.pace, self.deadline.epoch_s
@@ -534,9 +535,11 @@ class Learner:
     def measure_speeds(self, steps: int = 8, warmup: int = 2) -> Speeds:
         """Time `steps` training steps (after `warmup` untimed ones) at each training size, the
         whole network as an unfrozen stage trains it, and evaluation forward passes at each size
-        validation runs at; then restore everything, as `lr_find` does. Every process measures;
+        validation runs at (with --sam-last below 1, plain and SAM steps both); then restore
+        everything, as `lr_find` does. Every process measures;
         rank 0's figures are everyone's, so all plan the same epochs."""
-        step_s, image_s = {}, {}
+        step_s, sam_step_s, image_s = {}, {}, {}
+        mixed = bool(self.cfg.sam) and self.cfg.sam_last < 1  # epochs of both kinds: both timed
         with self._leaving_no_trace():
             self.freeze_to(0)
             self._set_lrs([0.0] * len(self.opt.param_groups))
@@ -544,7 +547,9 @@ class Learner:
                 self.use_size(size)
                 self._set_mode(False)
                 batches = self._endless_batches(False, "speed probe")
-                step_s[size] = self._timed(lambda: self._step(*next(batches), False, True), steps, warmup)
+                step_s[size] = self._timed(lambda: self._step(*next(batches), False, not mixed), steps, warmup)
+                if mixed:
+                    sam_step_s[size] = self._timed(lambda: self._step(*next(batches), False, True), steps, warmup)
             self.net.eval()
             n = min(self.cfg.bs, len(self.data.valid))
             idx = [np.arange(n)]
@@ -562,7 +567,7 @@ class Learner:
                 ckpt.save_checkpoint(self.state_dict(), Path(tmp) / "last.pt")
                 save_s = time.perf_counter() - started
         speeds = Speeds(step_s, image_s, save_s, self.steps_per_epoch(), len(self.data.train),
-                        len(self.world.shard(len(self.data.valid))))
+                        len(self.world.shard(len(self.data.valid))), sam_step_s)
         return self.world.broadcast(speeds)
 
     @contextlib.contextmanager

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from germinate.config import TrainConfig
-from germinate.training.plan import Stage, plan_stages
+from germinate.training.plan import Stage, plan_stages, takes_sam
 
 # The plan is made for this fraction of what is left of the budget: a 2-core machine's speed
 # drifts by 10-20% within an hour (epochs of 26-46 s in one run), and the probe sees a few seconds.
@@ -58,9 +59,11 @@ class Speeds:
     """What the probe measured on this machine, per process.
 
     step_s: seconds per training step (batch --bs, the whole network as the plan trains it) per
-    training size; image_s: seconds per image of an evaluation forward pass (batchnorm folded) per
-    image size; save_s: seconds to write a checkpoint; steps_per_epoch, n_train, n_valid: the
-    data's shape (this process's share of the validation images)."""
+    training size; sam_step_s: with --sam-last below 1 (steps of both kinds), seconds per SAM step
+    per training size, step_s then being plain steps (else empty); image_s: seconds per image of an
+    evaluation forward pass (batchnorm folded) per image size; save_s: seconds to write a
+    checkpoint; steps_per_epoch, n_train, n_valid: the data's shape (this process's share of the
+    validation images)."""
 
     step_s: dict[int, float]
     image_s: dict[int, float]
@@ -68,11 +71,13 @@ class Speeds:
     steps_per_epoch: int
     n_train: int
     n_valid: int
+    sam_step_s: dict[int, float] = field(default_factory=dict)
 
     def faster(self, other: Speeds) -> Speeds:
         """Each figure the quicker of two probes': other work on the machine only ever slows one."""
         return dataclasses.replace(
             self, step_s={k: min(v, other.step_s.get(k, v)) for k, v in self.step_s.items()},
+            sam_step_s={k: min(v, other.sam_step_s.get(k, v)) for k, v in self.sam_step_s.items()},
             image_s={k: min(v, other.image_s.get(k, v)) for k, v in self.image_s.items()},
             save_s=min(self.save_s, other.save_s))
 
@@ -101,11 +106,25 @@ def train_size(stage: Stage, cfg: TrainConfig) -> int:
     return stage.size or cfg.final_size
 
 
-def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
-    """Estimated seconds of one stage: its range test (when it has no LRs yet), its epochs, their
-    validations and checkpoints. A head stage on precomputed features costs their computation
-    (forward passes); one without, a forward pass per image and epoch (no backward through the
-    frozen body)."""
+def sam_epoch_s(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
+    """Seconds an epoch of `stage` costs beyond a plain one when it takes SAM steps under
+    --sam-last below 1 (0 without: the probe's steps are then the steps every epoch takes)."""
+    size = train_size(stage, cfg)
+    return speeds.steps_per_epoch * (speeds.sam_step_s[size] - speeds.step_s[size]) if speeds.sam_step_s else 0.0
+
+
+def sam_counts(plan: list[Stage], cfg: TrainConfig, speeds: Speeds) -> list[int]:
+    """Per stage, its epochs that take SAM steps under --sam-last below 1 (none without)."""
+    if not speeds.sam_step_s:
+        return [0] * len(plan)
+    return [sum(takes_sam(plan, i, e, cfg.sam_last) for e in range(s.n_epochs())) for i, s in enumerate(plan)]
+
+
+def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, sams: int = 0) -> float:
+    """Estimated seconds of one stage, `sams` of its epochs taking SAM steps (sam_epoch_s): its
+    range test (when it has no LRs yet), its epochs, their validations and checkpoints. A head
+    stage on precomputed features costs their computation (forward passes); one without, a
+    forward pass per image and epoch (no backward through the frozen body)."""
     size = train_size(stage, cfg)
     valid_size = cfg.valid_size(size)
     epochs = stage.n_epochs()
@@ -120,14 +139,14 @@ def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
     step = speeds.step_s[size]
     if stage.lrs is None:  # the range test: steps, each scored on the fixed probe batch
         seconds += RANGE_TEST_STEPS * (step + RANGE_TEST_PROBE * forward_s(speeds, size))
-    return seconds + epochs * speeds.steps_per_epoch * step
+    return seconds + epochs * speeds.steps_per_epoch * step + (sams * sam_epoch_s(stage, cfg, speeds) if sams else 0.0)
 
 
 def run_seconds(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int) -> float:
     """Estimated seconds from the first stage to the end of the run: every stage, then the final
     evaluation with `views` TTA views, the plots and the report."""
     final = views * speeds.n_valid * forward_s(speeds, cfg.eval_size) + FINISH_SECONDS
-    return sum(stage_seconds(s, cfg, speeds) for s in plan) + final
+    return sum(stage_seconds(s, cfg, speeds, n) for s, n in zip(plan, sam_counts(plan, cfg, speeds))) + final
 
 
 def epochs_for_budget(cfg: TrainConfig, speeds: Speeds, seconds: float, views: int) -> tuple[int, float]:
@@ -192,7 +211,7 @@ def describe_cut(cut: dict) -> str:
 
 def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, final_s: float,
                    budget_s: float, most: int | None = None, later: float = 0.0, own: int | None = None,
-                   last: bool = True) -> int | None:
+                   last: bool = True, surcharge: Callable[[int], float] | None = None) -> int | None:
     """The epochs a stage of `planned` epochs should take after `done` of them, at `epoch_s`
     seconds an epoch, with `later` epochs' worth of later stages after it (counted in its epochs)
     and the run's end `final_s` after those; None to leave it.
@@ -204,20 +223,30 @@ def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, fi
     to SAFETY of the budget, of which the stage takes its share as the plan made it (`own`
     epochs, as planned, over `own` and `later`: all of them for the last stage), at most `most`
     (later, the schedule's low tail is all that would stretch). The share is of the whole, not
-    of what is left over, so the same pace gives the same length however often it is asked."""
+    of what is left over, so the same pace gives the same length however often it is asked.
+
+    `surcharge(n)`: with --sam-last below 1, the SAM steps' extra cost still to come, in epochs of
+    this stage, were it `n` epochs long (the later stages as planned); `epoch_s` is then a plain
+    epoch's pace."""
+    extra = surcharge or (lambda n: 0.0)
     if done >= planned:
         return None
-    end = elapsed_s + (planned - done + later) * epoch_s + final_s
+    end = elapsed_s + (planned - done + later + extra(planned)) * epoch_s + final_s
     if end > budget_s:
         if not last or done + 1 >= planned:
             return None
         room = CUT_TARGET * budget_s - elapsed_s - final_s
-        return min(max(done + 1, done + int(room // epoch_s)), planned - 1)
+        cut = min(max(done + 1, done + int(room // epoch_s)), planned - 1)
+        while surcharge and cut > done + 1 and (cut - done + extra(cut)) * epoch_s > room:
+            cut -= 1
+        return cut
     if 2 * done > planned:
         return None
     fit = done + (SAFETY * budget_s - elapsed_s - final_s) // epoch_s  # this stage's and the later ones'
     own = own or planned
     longer = min(most or planned, int(fit * own / (own + later)))
+    while surcharge and longer > planned and longer * (own + later) / own + extra(longer) > fit:
+        longer -= 1
     return longer if longer > planned else None
 
 
@@ -225,14 +254,16 @@ def epochs_in_time(done: int, planned: int, elapsed_s: float, epoch_s: float, fi
 class StageClock:
     """What the Deadline knows of one stage: one epoch's seconds (its steps, validation and
     checkpoint) by the probe; its epochs as planned; the stages after it as planned (none for the
-    last), in seconds by the probe and in epochs of this stage by pixels; and the most epochs it
-    may grow to."""
+    last), in seconds by the probe and in epochs of this stage by pixels; the most epochs it
+    may grow to; and with --sam-last below 1, what an epoch of SAM steps costs beyond a plain one
+    (epoch_s and after_s are plain epochs')."""
 
     epoch_s: float
     epochs: int
     after_s: float = 0.0
     after_epochs: float = 0.0
     most: int | None = None
+    sam_s: float = 0.0
 
     @property
     def later(self) -> float:
@@ -249,14 +280,18 @@ class Deadline:
 
     started: the run's start (time.perf_counter()); seconds: the budget; final_s: the estimated
     time after the last stage's last epoch (final TTA evaluation, plots, report), as the probe
-    measured it; clocks: per stage of the plan, its StageClock, or None when it is never changed.
-    The estimates of what follows a stage (but FINISH_SECONDS) are scaled by how much slower or
-    quicker its epochs turned out than the probe said."""
+    measured it; clocks: per stage of the plan, its StageClock, or None when it is never changed;
+    sam_last: --sam-last, when its epochs of SAM steps cost more than the others (the pace is
+    then kept in plain epochs, each SAM epoch's time divided by its cost, and the SAM epochs to
+    come are added as the plan then has them). The estimates of what follows a stage (but
+    FINISH_SECONDS) are scaled by how much slower or quicker its epochs turned out than the probe
+    said."""
 
     started: float
     seconds: float
     final_s: float
     clocks: list[StageClock | None]
+    sam_last: float = 1.0
     stage: int | None = None
     durations: list[float] = field(default_factory=list)
     last_end: float | None = None
@@ -271,27 +306,48 @@ class Deadline:
         """Seconds an epoch of the stage was planned to take."""
         return self.clocks[self.stage].epoch_s
 
-    def check(self, stage: int, done: int, planned: int, seconds: float, now: float) -> int | None:
+    def check(self, stage: int, done: int, planned: int, seconds: float, now: float,
+              plan: list[Stage] | None = None) -> int | None:
         """After the `done`-th epoch (of `planned`) of stage `stage` ended at `now`, having taken
         `seconds` (its steps and validation; from the previous epoch's end, once the stage has
         one, so that the checkpoint between them counts): the epochs the stage should now take,
-        or None."""
+        or None. `plan`: the run's plan as it stands, which says which epochs take SAM steps
+        (needed only with --sam-last below 1)."""
         clock = self.clocks[stage] if stage < len(self.clocks) else None
         if clock is None:
             return None
         if stage != self.stage:  # a new size has a pace of its own
             self.stage, self.durations, self.last_end = stage, [], None
-        self.durations.append(now - self.last_end if self.last_end is not None else seconds)
+        took = now - self.last_end if self.last_end is not None else seconds
+        surcharge = self._surcharge(plan, stage, done)
+        if surcharge is not None and takes_sam(plan, stage, done - 1, self.sam_last):
+            took *= clock.epoch_s / (clock.epoch_s + clock.sam_s)  # in plain epochs
+        self.durations.append(took)
         self.last_end = now
         # the final evaluation's forward passes run at the epochs' pace; the plots and report do not
         final = FINISH_SECONDS + (self.final_s - FINISH_SECONDS) * self.pace / clock.epoch_s
         epochs = epochs_in_time(done, planned, now - self.started, self.pace, final, self.seconds, clock.most,
-                                clock.later, clock.epochs, last=stage == len(self.clocks) - 1)
+                                clock.later, clock.epochs, last=stage == len(self.clocks) - 1, surcharge=surcharge)
         # one epoch is not a pace: two are needed to cut, and to lengthen unless the stage's first
         # half is only one epoch long (a plan of 2 or 3, which waiting would leave as it is)
         if epochs is not None and len(self.durations) < (2 if epochs < planned else min(2, planned // 2)):
             return None
         return epochs
+
+    def _surcharge(self, plan: list[Stage] | None, stage: int, done: int) -> Callable[[int], float] | None:
+        """epochs_in_time's surcharge for stage `stage` after `done` epochs (None when no epoch
+        costs more than another): the extra cost of the SAM epochs still to come, in the stage's
+        plain epochs, with the stage `n` epochs long."""
+        if plan is None or not any(c is not None and c.sam_s for c in self.clocks):
+            return None
+        unit = self.clocks[stage].epoch_s
+
+        def surcharge(n: int) -> float:
+            p = [*plan[:stage], plan[stage].cut_to(done, n), *plan[stage + 1:]]
+            return sum(clock.sam_s * sum(takes_sam(p, j, e, self.sam_last)
+                                         for e in range(done if j == stage else 0, p[j].n_epochs()))
+                       for j, clock in enumerate(self.clocks) if j >= stage and clock is not None) / unit
+        return surcharge
 
 
 def deadline_for(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int, started: float,
@@ -313,5 +369,5 @@ def deadline_for(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int
         cap = capped[i].n_epochs() if len(capped) == len(plan) else stage.n_epochs()
         clocks.append(StageClock(stage_seconds(one, cfg, speeds), stage.n_epochs(),
                                  after_s=sum(stage_seconds(s, cfg, speeds) for s in plan[i + 1:]),
-                                 after_epochs=later, most=cap))
-    return Deadline(started, seconds, run_seconds([], cfg, speeds, views), clocks)
+                                 after_epochs=later, most=cap, sam_s=sam_epoch_s(stage, cfg, speeds)))
+    return Deadline(started, seconds, run_seconds([], cfg, speeds, views), clocks, cfg.sam_last)
