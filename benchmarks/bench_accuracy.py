@@ -144,6 +144,8 @@ SETTINGS.update({
     # SAM in the last 30% of the epochs only (--sam-last), over 15 fixed epochs: about the time of
     # the default's 20 plain ones (5 SAM epochs at 1.8x), which bought nothing over 15-17
     "samlast30-e15": "--epochs 15 --sam 0.05 --sam-last 0.3",
+    # the same share on the default's own budget, which now plans the SAM tail at its cost
+    "samlast30": "--sam 0.05 --sam-last 0.3 --time 14 --epochs 40",
 })
 
 # Settings measured on the default's loop before its time budget keep their meaning (and their
