@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -101,3 +102,80 @@ def test_the_cache_is_bounded_least_recently_used_first(labelled: Path, tmp_path
     assert (tmp_path / "c" / "v1" / "px20").exists()  # nothing was evicted for it in vain
     direct = decode_images(files, 40, use_cache=False, workers=1)
     assert np.array_equal(too_big.source.get(3), direct.source.get(3))
+
+
+def _copied_anew(files: list[Path], t: int) -> None:
+    """Every file given new times, as a dataset fetched again is: each is decoded again."""
+    for f in files:
+        os.utime(f, ns=(t, t))
+
+
+def test_rows_of_files_decoded_again_are_dropped_once_they_outnumber_those_in_use(labelled: Path, tmp_path: Path,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(cache_mod, "COMPACT_MIN_BYTES", 0)
+    files = scan_labelled(labelled).files  # 36 images
+    size = tmp_path / "c" / "v1" / "px16"
+    first = decode_images(files, 16, tmp_path / "c", workers=1)  # a reader that keeps its mapping
+    before = [first.source.get(i).clone() for i in range(len(files))]
+    _copied_anew(files, 10**18)
+    decode_images(files, 16, tmp_path / "c", workers=1)  # 36 rows unused, 36 in use: kept
+    assert json.loads((size / "index.json").read_text())["rows"] == 72
+    assert [e["images"] for e in cache_mod.cache_info(tmp_path / "c")] == [36]  # the rows in use
+    _copied_anew(files, 2 * 10**18)
+    again = decode_images(files, 16, tmp_path / "c", workers=1)  # 72 unused against 36: dropped
+    index = json.loads((size / "index.json").read_text())
+    assert index["rows"] == 36 and sorted(e[2] for e in index["entries"].values()) == list(range(36))
+    assert [p.name for p in size.glob("*.u8")] == [index["data"]]
+    assert (size / index["data"]).stat().st_size == 36 * 16 * 16 * 3
+    # the new file's rows are the images, for this load, the next one and the old reader alike
+    later = decode_images(files, 16, tmp_path / "c", workers=1)
+    for i in range(len(files)):
+        assert np.array_equal(again.source.get(i), before[i]) and np.array_equal(later.source.get(i), before[i])
+        assert np.array_equal(first.source.get(i), before[i])
+    # a changed file's new row goes after the compacted rows and reads back as decoded
+    Image.new("RGB", (30, 30), (255, 0, 0)).save(files[0])
+    os.utime(files[0], ns=(3 * 10**18, 3 * 10**18))
+    red = decode_images(files, 16, tmp_path / "c", workers=1)
+    assert red.source.get(0)[0].min() == 255 and np.array_equal(red.source.get(5), before[5])
+    assert json.loads((size / "index.json").read_text())["rows"] == 37
+
+
+def test_small_caches_are_not_compacted(labelled: Path, tmp_path: Path):
+    files = scan_labelled(labelled).files
+    decode_images(files, 16, tmp_path / "c", workers=1)
+    for t in (10**18, 2 * 10**18):
+        _copied_anew(files, t)
+        decode_images(files, 16, tmp_path / "c", workers=1)
+    assert json.loads((tmp_path / "c" / "v1" / "px16" / "index.json").read_text())["rows"] == 108  # under 64 MiB
+
+
+def test_a_compaction_killed_before_its_index_leaves_the_cache_as_it_was(labelled: Path, tmp_path: Path,
+                                                                         monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(cache_mod, "COMPACT_MIN_BYTES", 0)
+    files = scan_labelled(labelled).files
+    expected = [decode_images(files, 16, use_cache=False, workers=1).source.get(i) for i in range(len(files))]
+    decode_images(files, 16, tmp_path / "c", workers=1)
+    _copied_anew(files, 10**18)
+    decode_images(files, 16, tmp_path / "c", workers=1)
+    real = cache_mod.DiskCache._write_index
+
+    def killed_at_the_switch(self, index):
+        if "generation" in index:
+            raise KeyboardInterrupt  # killed after the new data file, before the index naming it
+        real(self, index)
+
+    monkeypatch.setattr(cache_mod.DiskCache, "_write_index", killed_at_the_switch)
+    _copied_anew(files, 2 * 10**18)
+    with pytest.raises(KeyboardInterrupt):
+        decode_images(files, 16, tmp_path / "c", workers=1)
+    monkeypatch.setattr(cache_mod.DiskCache, "_write_index", real)
+    calls = _count_decodes(monkeypatch)
+    after = decode_images(files, 16, tmp_path / "c", workers=1)  # the old index and file: nothing to decode
+    assert calls == [] and all(np.array_equal(after.source.get(i), expected[i]) for i in range(len(files)))
+    _copied_anew(files, 3 * 10**18)
+    again = decode_images(files, 16, tmp_path / "c", workers=1)  # the next compaction goes through
+    size = tmp_path / "c" / "v1" / "px16"
+    assert [p.name for p in size.glob("*.u8")] == [json.loads((size / "index.json").read_text())["data"]]
+    assert all(np.array_equal(again.source.get(i), expected[i]) for i in range(len(files)))

@@ -149,15 +149,15 @@ def _dir_bytes(d: Path) -> int:
 
 
 def cache_info(root: str | os.PathLike) -> list[dict]:
-    """Per cached size: px, images, bytes and when it was last used."""
+    """Per cached size: px, images (the rows in use), bytes and when it was last used."""
     import time
 
     out = []
     for d in _size_dirs(Path(root)):
         index = d / "index.json"
         try:
-            rows = json.loads(index.read_text()).get("rows", 0)
-        except (OSError, ValueError):
+            rows = sum(e[2] >= 0 for e in json.loads(index.read_text()).get("entries", {}).values())
+        except (OSError, ValueError, TypeError, IndexError):
             rows = 0
         used = index.stat().st_mtime if index.exists() else d.stat().st_mtime
         out.append({"px": int(d.name[2:]), "images": rows, "bytes": _dir_bytes(d),
@@ -207,13 +207,22 @@ def _make_room(root: Path, keep: Path, needed: int, limit: int) -> bool:
     return total + needed <= limit
 
 
+# Rows left behind by files decoded again (changed, or copied anew with new times) are dropped
+# once they outnumber the rows in use and hold at least this much: a dataset fetched again each
+# time would otherwise add its whole size to the cache each time.
+COMPACT_MIN_BYTES = 64 * 2**20
+
+
 class DiskCache:
-    """A folder holding, per pixel size, `images.u8` (rows of px*px*3 bytes) and `index.json`.
+    """A folder holding, per pixel size, a data file (`images.u8`, rows of px*px*3 bytes) and
+    `index.json`, which names the data file and each cached file's row.
 
     Rows are only ever appended: a reader maps the rows its index lists, so no write may change
     or truncate them. A torn tail (a writer killed mid-append) is overwritten in place; a corrupt
     index starts a new data file (the old one is unlinked, never truncated, so a process that
-    still maps it keeps reading good rows).
+    still maps it keeps reading good rows). Compaction writes the rows still in use to a new data
+    file, then an index naming it, then unlinks the old file: a reader that mapped the old one
+    keeps it, and a writer killed between the steps leaves an index that names a whole file.
     """
 
     def __init__(self, root: str | os.PathLike, px: int):
@@ -223,11 +232,15 @@ class DiskCache:
         self.row_bytes = px * px * 3
         self.data_path, self.index_path = self.dir / "images.u8", self.dir / "index.json"
 
+    def _data(self, index: dict) -> Path:
+        """The data file `index` names (indexes before compaction named none: images.u8)."""
+        return self.dir / index.get("data", self.data_path.name)
+
     def _read_index(self) -> dict | None:
         """The index, or None when it is missing or unusable."""
         try:
             index = json.loads(self.index_path.read_text())
-            n_rows = self.data_path.stat().st_size // self.row_bytes
+            n_rows = self._data(index).stat().st_size // self.row_bytes
             if index.get("version") == CACHE_VERSION and 0 <= index.get("rows", -1) <= n_rows:
                 return index
         except (OSError, ValueError, AttributeError):
@@ -247,7 +260,8 @@ class DiskCache:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time; readers use finished rows only
             index = self._read_index()
             if index is None:
-                self.data_path.unlink(missing_ok=True)  # mappings of the old file stay valid
+                for old in self.dir.glob("images*.u8"):  # mappings of the old files stay valid
+                    old.unlink(missing_ok=True)
                 index = {"version": CACHE_VERSION, "rows": 0, "entries": {}}
             entries = index["entries"]
             stale = [i for i, (p, m, s) in enumerate(keys) if entries.get(p, [None, None])[:2] != [m, s]]
@@ -258,20 +272,58 @@ class DiskCache:
             if stale:
                 self._append(index, keys, stale, workers, reporter)
                 self._write_index(index)
+                if self._worth_compacting(index):
+                    index = self._compact(index)
             elif self.index_path.exists():
                 os.utime(self.index_path)  # last used: eviction goes least recently used first
+            entries = index["entries"]
+            shape = (index["rows"], self.px, self.px, 3)
+            # mapped under the lock: the file this index names, before a compaction can replace it
+            array = (np.memmap(self._data(index), np.uint8, "r", shape=shape) if index["rows"]
+                     else np.zeros(shape, np.uint8))
         rows = np.array([entries[p][2] for p, _, _ in keys], dtype=np.int64)
         skipped = [Skipped(str(files[i]), entries[keys[i][0]][3]) for i in np.flatnonzero(rows < 0)]
         ok = np.flatnonzero(rows >= 0)
-        shape = (index["rows"], self.px, self.px, 3)
-        array = np.memmap(self.data_path, np.uint8, "r", shape=shape) if index["rows"] else np.zeros(shape, np.uint8)
         return Decoded(ArraySource(array, rows[ok]), ok, skipped)
+
+    def _worth_compacting(self, index: dict) -> bool:
+        """Whether the rows no entry uses (their files decoded again since) outnumber those in use
+        and hold at least COMPACT_MIN_BYTES."""
+        used = sum(e[2] >= 0 for e in index["entries"].values())
+        unused = index["rows"] - used
+        return unused > used and unused * self.row_bytes >= COMPACT_MIN_BYTES
+
+    def _compact(self, index: dict) -> dict:
+        """Copy the rows in use to a new data file, in order, write the index that names it, then
+        unlink the old file; return the new index."""
+        old = self._data(index)
+        generation = index.get("generation", 0) + 1
+        new = self.dir / f"images-{generation}.u8"
+        rows = np.memmap(old, np.uint8, "r", shape=(index["rows"], self.row_bytes))
+        entries, n = {}, 0
+        with open(new, "wb") as data:
+            for path, (mtime, size, row, reason) in sorted(index["entries"].items(), key=lambda e: e[1][2]):
+                if row >= 0:
+                    data.write(rows[row].tobytes())
+                    row, n = n, n + 1
+                entries[path] = [mtime, size, row, reason]
+            data.flush()
+            os.fsync(data.fileno())
+        del rows
+        compacted = {"version": CACHE_VERSION, "rows": n, "entries": entries, "data": new.name,
+                     "generation": generation}
+        self._write_index(compacted)
+        for leftover in self.dir.glob("images*.u8"):  # the old file, and any a killed compaction left
+            if leftover != new:
+                leftover.unlink(missing_ok=True)
+        return compacted
 
     def _append(self, index: dict, keys: list, stale: list[int], workers: int, reporter: Reporter) -> None:
         """Decode the `stale` files and write their rows after the last finished row."""
         entries = index["entries"]
-        mode = "r+b" if self.data_path.exists() else "wb"
-        with open(self.data_path, mode) as data:
+        target = self._data(index)
+        mode = "r+b" if target.exists() else "wb"
+        with open(target, mode) as data:
             data.seek(index["rows"] * self.row_bytes)  # over a torn tail, if any; never truncating
             for j, arr, reason in _decode_all([keys[i][0] for i in stale], self.px, workers, reporter, "caching images"):
                 path, mtime, size = keys[stale[j]]
