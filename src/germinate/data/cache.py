@@ -272,10 +272,10 @@ class DiskCache:
             if stale:
                 self._append(index, keys, stale, workers, reporter)
                 self._write_index(index)
-                if self._worth_compacting(index):
-                    index = self._compact(index)
             elif self.index_path.exists():
                 os.utime(self.index_path)  # last used: eviction goes least recently used first
+            if self._worth_compacting(index):  # checked on every load: a cache grown before is mended too
+                index = self._compact(index)
             entries = index["entries"]
             shape = (index["rows"], self.px, self.px, 3)
             # mapped under the lock: the file this index names, before a compaction can replace it
