@@ -192,6 +192,8 @@ BAD_VALUES = [
     (["--sizes", "128,96"], "--sizes takes two or more increasing sizes"),
     (["--preset", "slow"], "--preset: Invalid --preset 'slow'; valid: fast, recipe, best"),
     (["--cycles", "4"], "--cycles applies to SGDR, and the fast preset's schedule is cosine: add --schedule sgdr"),
+    (["--sam-last", "0.3"], "--sam-last applies to sharpness-aware minimisation, which the fast preset leaves off"),
+    (["--sam", "0.05", "--sam-last", "0"], "--sam-last: must be a number in (0, 1]"),
 ]
 
 

@@ -254,6 +254,11 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
 
         raise GerminateError(f"{sgdr_only[0]} applies to SGDR, and the {cfg.preset} preset's schedule is "
                              f"{cfg.schedule}: add --schedule sgdr (or --preset recipe, the course recipe)")
+    if "sam_last" in given and not cfg.sam:  # it would change nothing: not the run asked for
+        from germinate.errors import GerminateError
+
+        raise GerminateError(f"--sam-last applies to sharpness-aware minimisation, which the {cfg.preset} preset "
+                             "leaves off: add --sam RHO (0.05 is usual)")
     return cfg
 
 
