@@ -148,6 +148,11 @@ def _dir_bytes(d: Path) -> int:
     return sum(f.stat().st_size for f in d.iterdir() if f.is_file())
 
 
+def _rows_in_use(index: dict) -> int:
+    """The rows an index's entries point at (the others: files decoded again since)."""
+    return sum(e[2] >= 0 for e in index.get("entries", {}).values())
+
+
 def cache_info(root: str | os.PathLike) -> list[dict]:
     """Per cached size: px, images (the rows in use), bytes and when it was last used."""
     import time
@@ -156,7 +161,7 @@ def cache_info(root: str | os.PathLike) -> list[dict]:
     for d in _size_dirs(Path(root)):
         index = d / "index.json"
         try:
-            rows = sum(e[2] >= 0 for e in json.loads(index.read_text()).get("entries", {}).values())
+            rows = _rows_in_use(json.loads(index.read_text()))
         except (OSError, ValueError, TypeError, IndexError):
             rows = 0
         used = index.stat().st_mtime if index.exists() else d.stat().st_mtime
@@ -289,7 +294,7 @@ class DiskCache:
     def _worth_compacting(self, index: dict) -> bool:
         """Whether the rows no entry uses (their files decoded again since) outnumber those in use
         and hold at least COMPACT_MIN_BYTES."""
-        used = sum(e[2] >= 0 for e in index["entries"].values())
+        used = _rows_in_use(index)
         unused = index["rows"] - used
         return unused > used and unused * self.row_bytes >= COMPACT_MIN_BYTES
 

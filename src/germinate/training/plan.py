@@ -124,18 +124,25 @@ def sam_epochs(plan: list[Stage], share: float) -> int:
     return min(total, max(1, math.ceil(share * total - 1e-9)))  # 0.3 * 10 is 3.0000000000000004
 
 
+def stage_sam_epochs(plan: list[Stage], share: float) -> list[int]:
+    """Per stage, how many of its epochs, its last ones, take SAM steps with --sam-last `share`:
+    every epoch at 1 (head stages too, as --sam always did), else the last `sam_epochs` of the
+    unfrozen epochs, counted over the stages together from the end (with --sizes, the last
+    size's epochs first). The counts follow the plan as a time budget changes it."""
+    if share >= 1:
+        return [s.n_epochs() for s in plan]
+    left, counts = sam_epochs(plan, share), [0] * len(plan)
+    for i in reversed(range(len(plan))):
+        if not plan[i].head_only:
+            counts[i] = min(left, plan[i].n_epochs())
+            left -= counts[i]
+    return counts
+
+
 def takes_sam(plan: list[Stage], stage: int, epoch: int, share: float) -> bool:
     """Whether epoch `epoch` (0-based) of the plan's stage `stage` takes SAM steps with
-    --sam-last `share`: every epoch at 1 (head stages too, as --sam always did), else only the
-    last `sam_epochs` of the unfrozen epochs, counted over the stages together (with --sizes,
-    the last size's first). The count follows the plan as a time budget changes it."""
-    if share >= 1:
-        return True
-    if plan[stage].head_only:
-        return False
-    unfrozen = [(i, s.n_epochs()) for i, s in enumerate(plan) if not s.head_only]
-    before = sum(n for i, n in unfrozen if i < stage)
-    return before + epoch >= sum(n for _, n in unfrozen) - sam_epochs(plan, share)
+    --sam-last `share` (stage_sam_epochs)."""
+    return epoch >= plan[stage].n_epochs() - stage_sam_epochs(plan, share)[stage]
 
 
 def stage_lrs(lr: float, frozen_groups: int, ratio: float) -> list[float]:

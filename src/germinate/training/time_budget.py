@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from germinate.config import TrainConfig
-from germinate.training.plan import Stage, plan_stages, takes_sam
+from germinate.training.plan import Stage, plan_stages, stage_sam_epochs, takes_sam
 
 # The plan is made for this fraction of what is left of the budget: a 2-core machine's speed
 # drifts by 10-20% within an hour (epochs of 26-46 s in one run), and the probe sees a few seconds.
@@ -115,9 +115,7 @@ def sam_epoch_s(stage: Stage, cfg: TrainConfig, speeds: Speeds) -> float:
 
 def sam_counts(plan: list[Stage], cfg: TrainConfig, speeds: Speeds) -> list[int]:
     """Per stage, its epochs that take SAM steps under --sam-last below 1 (none without)."""
-    if not speeds.sam_step_s:
-        return [0] * len(plan)
-    return [sum(takes_sam(plan, i, e, cfg.sam_last) for e in range(s.n_epochs())) for i, s in enumerate(plan)]
+    return stage_sam_epochs(plan, cfg.sam_last) if speeds.sam_step_s else [0] * len(plan)
 
 
 def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, sams: int = 0) -> float:
@@ -343,10 +341,10 @@ class Deadline:
         unit = self.clocks[stage].epoch_s
 
         def surcharge(n: int) -> float:
-            p = [*plan[:stage], plan[stage].cut_to(done, n), *plan[stage + 1:]]
-            return sum(clock.sam_s * sum(takes_sam(p, j, e, self.sam_last)
-                                         for e in range(done if j == stage else 0, p[j].n_epochs()))
-                       for j, clock in enumerate(self.clocks) if j >= stage and clock is not None) / unit
+            counts = stage_sam_epochs([*plan[:stage], plan[stage].cut_to(done, n), *plan[stage + 1:]], self.sam_last)
+            counts[stage] = min(counts[stage], n - done)  # a stage's SAM epochs are its last: those still to come
+            return sum(clock.sam_s * counts[j] for j, clock in enumerate(self.clocks)
+                       if j >= stage and clock is not None) / unit
         return surcharge
 
 
