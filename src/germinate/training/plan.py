@@ -141,7 +141,9 @@ def stage_sam_epochs(plan: list[Stage], share: float) -> list[int]:
 
 def takes_sam(plan: list[Stage], stage: int, epoch: int, share: float) -> bool:
     """Whether epoch `epoch` (0-based) of the plan's stage `stage` takes SAM steps with
-    --sam-last `share` (stage_sam_epochs)."""
+    --sam-last `share` (stage_sam_epochs): every epoch at 1, whatever the plan holds."""
+    if share >= 1:
+        return True
     return epoch >= plan[stage].n_epochs() - stage_sam_epochs(plan, share)[stage]
 
 
