@@ -114,3 +114,26 @@ def test_sam_last_takes_plain_steps_first_and_sam_steps_in_the_last_share(labell
                               sam_last=0.5, valid_every=4), tmp_path / "run")
     steps = learn.steps_per_epoch()
     assert steps > 1 and climbs == [0.05] * (2 * steps)  # epochs 3 and 4 only
+
+
+@pytest.mark.parametrize("how", ["fit", "stage"])
+def test_sam_last_counts_a_fit_of_its_own_alone(labelled: Path, monkeypatch: pytest.MonkeyPatch, how: str):
+    # Learner.fit in a notebook, or fit_stage on a stage outside the plan: --sam-last shares that
+    # fit's epochs alone, not the plan's (which holds no such stage, or earlier fits).
+    import germinate.training.learner as learner_module
+    from germinate.training.plan import Stage
+
+    climbs = []
+    real = learner_module.climb
+    monkeypatch.setattr(learner_module, "climb", lambda params, rho: climbs.append(rho) or real(params, rho))
+    learn = create_learner(TrainConfig(train_dir=str(labelled), size=32, bs=8, epochs=2, quiet=True, sam=0.05,
+                                       sam_last=0.5))
+    learn.unfreeze()
+    steps = learn.steps_per_epoch()
+    for _ in range(2):  # the second fit counts its own two epochs, not the first's too
+        before = len(climbs)
+        if how == "fit":
+            learn.fit(2, 1e-4)
+        else:
+            learn.fit_stage(Stage("alone", 0, "cosine", 2, lrs=(1e-4,) * 3))
+        assert len(climbs) - before == steps  # its second epoch only

@@ -48,6 +48,7 @@ from germinate.ui import SILENT, Reporter
 from germinate.utils import bf16_is_fast, derive_seed, resolve_device
 
 BN_IMAGES = 1024  # training images the batchnorm statistics are re-estimated on
+ADHOC = "fit"  # the stage name of Learner.fit, fit_sgdr and fit_one_cycle: a fit of its own, outside the plan
 
 
 @dataclass
@@ -358,7 +359,7 @@ class Learner:
             self._epoch = _EpochStats()
         self._set_mode(precompute)
         batches = self._train_batches((self.pos.stage, epoch), self.pos.batch, precompute)
-        sam = takes_sam(self.plan, self.pos.stage, epoch, self.cfg.sam_last)
+        sam = takes_sam(*self._sam_plan(stage), epoch, self.cfg.sam_last)
         with self.reporter.progress(f"{stage.name} {epoch + 1}/{stage.n_epochs()}", spe - self.pos.batch) as advance:
             for b, (x, y) in enumerate(batches, start=self.pos.batch):
                 step = epoch * spe + b
@@ -380,6 +381,15 @@ class Learner:
                 advance(loss=f"{self._epoch.loss_sum / self._epoch.count:.3f}")
                 self._stop_if_requested(save=True, agreed=True)
         return self._epoch.loss_sum / max(self._epoch.count, 1)
+
+    def _sam_plan(self, stage: Stage) -> tuple[list[Stage], int]:
+        """The stages --sam-last shares its SAM epochs over, and `stage`'s place among them: the
+        run's plan for a stage of it; the stage alone for a fit of its own (Learner.fit and the
+        like in a notebook, or fit_stage on a stage outside the plan), which is its own run."""
+        i = self.pos.stage
+        if stage.name != ADHOC and i < len(self.plan) and self.plan[i] == stage:
+            return self.plan, i
+        return [stage], 0
 
     def fit_stage(self, stage: Stage) -> None:
         """Run `stage` from the current position to its end (validating after every --valid-every-th epoch
@@ -631,16 +641,16 @@ class Learner:
     def fit(self, epochs: int, lr: float | list[float], schedule: str = "cosine", **kw: Any) -> None:
         """Train `epochs` epochs at "the LR" `lr` (the head's peak; or one value per group), in the
         current freeze state."""
-        self._fit_adhoc(Stage("fit", self.frozen_groups, schedule, epochs, lrs=self._peaks(lr), **kw))
+        self._fit_adhoc(Stage(ADHOC, self.frozen_groups, schedule, epochs, lrs=self._peaks(lr), **kw))
 
     def fit_sgdr(self, cycles: int, lr: float | list[float], cycle_len: int = 1, cycle_mult: int = 1) -> None:
         """SGDR: `cycles` cosine cycles, the first `cycle_len` epochs, each next `cycle_mult` times longer."""
-        self._fit_adhoc(Stage("fit", self.frozen_groups, "sgdr", cycles=cycles, cycle_len=cycle_len,
+        self._fit_adhoc(Stage(ADHOC, self.frozen_groups, "sgdr", cycles=cycles, cycle_len=cycle_len,
                               cycle_mult=cycle_mult, lrs=self._peaks(lr)))
 
     def fit_one_cycle(self, epochs: int, lr: float | list[float]) -> None:
         """One cycle: warm up to `lr`, then anneal, momentum moving the other way."""
-        self._fit_adhoc(Stage("fit", self.frozen_groups, "onecycle", epochs, lrs=self._peaks(lr)))
+        self._fit_adhoc(Stage(ADHOC, self.frozen_groups, "onecycle", epochs, lrs=self._peaks(lr)))
 
     def _peaks(self, lr: float | list[float]) -> tuple[float, ...]:
         if isinstance(lr, (list, tuple)):
