@@ -55,6 +55,8 @@ def test_train_error_paths(tmp_path: Path, labelled: Path, unlabelled: Path, cap
         (["train", labelled], ["--out RUN_DIR"]),
         (["train", "--resume", tmp_path], ["config.json is missing"]),
         (["train", labelled, "--out", tmp_path / "r8", "--valid-pct", "2"], ["valid-pct"]),
+        (["train", labelled, "--out", tmp_path / "r9", "--trivial-augment", "--augment", "batch"],
+         ["--trivial-augment", "--augment image"]),
     ]
     for args, fragments in cases:
         code, _, err = run_cli(args, capsys)

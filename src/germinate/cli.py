@@ -368,7 +368,7 @@ def cmd_show_batch(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(**_given(args)).validate()
     show_batch(args.train_dir, args.out, cfg.flip, cfg.size, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, args.n,
-               cfg.seed, cfg.cache_dir, cfg.mask, cfg.erase)
+               cfg.seed, cfg.cache_dir, cfg.mask, cfg.erase, cfg.trivial_augment)
     print(args.out)
     return 0
 

@@ -93,6 +93,9 @@ PIXELS = Bound(16, 4096, integer=True)
 SGDR_ONLY = ("cycles", "cycle_len", "cycle_mult")
 
 
+TRIVIAL_NEEDS_IMAGE = ("--trivial-augment makes its views one image at a time: it needs --augment image "
+                       "(auto is batch on CUDA)")
+
 # Named sets of defaults (`--preset`); settings given with a preset override it, each measured
 # over three split seeds or more (README, Results; docs/accuracy.md; bench_accuracy.py). "fast" is the
 # plain defaults: a plain fine-tuning loop (no head stage, no range test, one LR of 1e-3, one
@@ -177,6 +180,11 @@ class TrainConfig:
     erase: float = setting(0.0, "random erasing: the chance that a box of each training view (a fiftieth to a third of its "
                            "area, aspect ratio 0.3 to 3.3) is filled with a constant colour; 0: off", "float",
                            "augmentation", bound=Bound(0, 1))
+    # an automatic policy (Müller and Hutter, 2021); measured in docs/accuracy.md
+    trivial_augment: bool = setting(False, "TrivialAugment: each training view also gets one operation drawn from "
+                                    "torchvision's TrivialAugmentWide (colour, sharpness, shear, shift, rotation) "
+                                    "at a random strength; one image at a time (--augment image)", "bool",
+                                    "augmentation")
     # blends of two images; measured in docs/accuracy.md
     mixup: float = setting(0.0, "mixup: each training batch blended with itself shifted by one image, labels alike; "
                            "the alpha of the Beta(alpha, alpha) the share is drawn from (0.2-0.4 is usual); 0: off",
@@ -468,6 +476,7 @@ class TrainConfig:
                                                         "models already use every image; pick one"),
             (not (self.final_fit_all and self.snapshot_ensemble),
              "--final-fit-all and --snapshot-ensemble cannot be combined: the snapshots would be the first fit's"),
+            (not (self.trivial_augment and self.augment == "batch"), TRIVIAL_NEEDS_IMAGE),
         ]
         for ok, msg in checks:
             if not ok:

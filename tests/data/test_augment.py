@@ -119,3 +119,18 @@ def test_the_none_policy_rotates_and_lights_but_never_flips():
     assert sum((v.float() - plain).abs().mean() > 5 for v in views) > 40  # rotated (corners reflected)
     brightness = torch.stack([v.float().mean() for v in views])
     assert brightness.std() > 5  # lit differently
+
+
+def test_trivial_augment_adds_one_random_operation_to_each_view():
+    img = marked_image(96)
+    plain = eval_transform(64)(img)
+    settings = dict(size=64, flip="none", min_scale=1.0, max_rotate=0)
+    without, with_ta = (train_transform(AugmentConfig(**settings, trivial=t)) for t in (False, True))
+    torch.manual_seed(0)
+    assert all(torch.equal(without(img), plain) for _ in range(10))  # nothing else varies the view here
+    torch.manual_seed(0)
+    views = [with_ta(img) for _ in range(60)]
+    assert all(v.shape == plain.shape and v.dtype == torch.uint8 for v in views)
+    changed = [v for v in views if not torch.equal(v, plain)]
+    assert len(changed) > 40  # identity is one of its 14 operations, and strength 0 one of 31
+    assert len({tuple(v.float().mean((1, 2)).round().tolist()) for v in changed}) > 20  # many kinds of change

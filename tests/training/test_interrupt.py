@@ -51,6 +51,10 @@ def test_show_batch_draws_a_grid(tmp_path: Path, labelled: Path):
 
     img = Image.open(out)
     assert img.width > 300 and img.height > 200
+    # --trivial-augment is drawn too (through the per-image path, its only one), not ignored
+    trivial = tmp_path / "trivial.png"
+    assert main(["show-batch", str(labelled), "--out", str(trivial), "--n", "6", "--size", "32", "--trivial-augment"]) == 0
+    assert Image.open(trivial).size == img.size and list(Image.open(trivial).getdata()) != list(img.getdata())
 
 
 # ---- a stop in every phase resumes exactly ------------------------------------------------------

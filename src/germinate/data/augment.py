@@ -79,6 +79,7 @@ class AugmentConfig:
     max_rotate: float = 10.0
     max_lighting: float = 0.0
     erase: float = 0.0  # the chance of a box filled with ERASE_FILL (random erasing)
+    trivial: bool = False  # TrivialAugmentWide after the flips (the per-image path only)
 
     def __post_init__(self) -> None:
         check_policy(self.flip)
@@ -106,6 +107,7 @@ def train_transform(cfg: AugmentConfig) -> Callable[[torch.Tensor], torch.Tensor
             RandomRotateReflect(cfg.max_rotate),
             v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True),
             *flips,
+            *([v2.TrivialAugmentWide()] if cfg.trivial else []),
             *([v2.ColorJitter(brightness=cfg.max_lighting, contrast=cfg.max_lighting)] if cfg.max_lighting else []),
             *([v2.RandomErasing(cfg.erase, ERASE_AREA, ERASE_RATIO, ERASE_FILL)] if cfg.erase else []),
         ]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from germinate.config import N_GROUPS, TrainConfig
+from germinate.config import N_GROUPS, TRIVIAL_NEEDS_IMAGE, TrainConfig
 from germinate.data.augment import AugmentConfig, augment_images, eval_transform
 from germinate.data.batch_augment import augment_batch, draw_params
 from germinate.data.bundle import DataBundle
@@ -87,9 +87,12 @@ class Learner:
             self.net.use_channels_last()
         self.amp = cfg.amp == "on" or (cfg.amp == "auto" and bf16_is_fast(self.device))
         self.augment_on = augment_path(cfg.augment, self.device)
+        if cfg.trivial_augment and self.augment_on == "batch":
+            raise GerminateError(TRIVIAL_NEEDS_IMAGE)  # auto on CUDA (the config refuses batch given by hand)
         # Compiled lazily at the first batch; it shares the parameters with self.net.
         self.model = torch.compile(self.net) if cfg.compile else self.net
-        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, cfg.erase)
+        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, cfg.erase,
+                                 cfg.trivial_augment)
         weights = class_weights(data.train.labels, len(data.classes), cfg.class_weights)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
