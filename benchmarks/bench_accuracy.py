@@ -148,6 +148,8 @@ SETTINGS.update({
     "samlast30": "--sam 0.05 --sam-last 0.3 --time 14 --epochs 40",
     # the default's 14 minutes spent on 1.56x the pixels (fewer epochs, which past 15-17 bought nothing)
     "s160-time14": "--size 160 --time 14 --epochs 40",
+    # TrivialAugment on top of the policy's views, on the default's own budget
+    "trivial": "--trivial-augment --time 14 --epochs 40",
 })
 
 # Settings measured on the default's loop before its time budget keep their meaning (and their
