@@ -303,7 +303,8 @@ class TrainConfig:
                                  "machine", choices=AUTO_ON_OFF)
     sync_bn: bool = setting(False, "with several GPUs, batchnorm statistics over all of their batches (CUDA only)",
                             "bool", "machine")
-    compile: bool = setting(False, "torch.compile the network (the first steps compile it; its training diverged on an H200 with torch 2.11: see the README)", "bool", "machine")
+    compile: bool = setting(False, "torch.compile the network (the first steps compile it; its training diverged on an "
+                                   "H200 with torch 2.11: see the README)", "bool", "machine")
     quiet: bool = setting(False, "no progress bars or tables", "bool", "machine", cli=False)
 
     @property

@@ -91,8 +91,8 @@ class Learner:
             raise GerminateError(TRIVIAL_NEEDS_IMAGE)  # auto on CUDA (the config refuses batch given by hand)
         # Compiled lazily at the first batch; it shares the parameters with self.net.
         self.model = torch.compile(self.net) if cfg.compile else self.net
-        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting, cfg.erase,
-                                 cfg.trivial_augment)
+        self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting,
+                                 cfg.erase, cfg.trivial_augment)
         weights = class_weights(data.train.labels, len(data.classes), cfg.class_weights)
         self.loss_fn = nn.CrossEntropyLoss(
             weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
