@@ -58,13 +58,13 @@ step "5. torchrun nccl --sync-bn"
 timeout 60 torchrun --nproc-per-node 1 -m germinate train .devdata/full --out /tmp/ddp --device $DEVICE --sync-bn \
     --epochs 1 --limit-per-class 30 --tta 1 2>&1 | grep -v Warning | tail -8
 fi
-step "6. --compile in float32"
 if want 6; then
+step "6. --compile in float32"
 timeout 300 python3 benchmarks/bench_gpu.py .devdata/full --epochs 2 --only efficientnet_lite0:128 --compile \
     --compiled-only --amp off 2>&1 | grep -v Warning
 fi
-step "7. ResNet-50 at batch 256"
 if want 7; then
+step "7. ResNet-50 at batch 256"
 timeout 120 python3 benchmarks/bench_gpu.py .devdata/full --epochs 2 --only resnet50:224 --bs 256
 fi
 step done

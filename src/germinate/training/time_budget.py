@@ -137,7 +137,7 @@ def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, sams: int = 0)
     step = speeds.step_s[size]
     if stage.lrs is None:  # the range test: steps, each scored on the fixed probe batch
         seconds += RANGE_TEST_STEPS * (step + RANGE_TEST_PROBE * forward_s(speeds, size))
-    return seconds + epochs * speeds.steps_per_epoch * step + (sams * sam_epoch_s(stage, cfg, speeds) if sams else 0.0)
+    return seconds + epochs * speeds.steps_per_epoch * step + sams * sam_epoch_s(stage, cfg, speeds)
 
 
 def run_seconds(plan: list[Stage], cfg: TrainConfig, speeds: Speeds, views: int) -> float:
