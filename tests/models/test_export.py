@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from germinate.errors import GerminateError
+from germinate.models.backbones import LEGACY_LITE_BN_EPS, LITE_BN_EPS, batchnorm_eps
 from germinate.models.export import ModelInfo, export_model, load_model
 from germinate.models.network import create_network
 
@@ -80,3 +81,34 @@ def test_test_size_is_stored_and_older_files_fall_back_to_the_training_size(tmp_
     meta.pop("test_size")  # as written before the field existed
     (tmp_path / "old" / "model.json").write_text(json.dumps(meta))
     assert load_model(tmp_path / "old")[1].eval_size == 32
+
+
+def test_the_batchnorm_eps_is_recorded_and_an_older_germinate_refuses_lite_models(tmp_path: Path):
+    lite, folder = _export(tmp_path / "lite")
+    meta = json.loads((folder / "model.json").read_text())
+    assert batchnorm_eps(lite.body) == meta["bn_eps"] == LITE_BN_EPS
+    assert meta["format_version"] == 3  # a germinate before the field would rebuild it with 1e-5
+    assert batchnorm_eps(load_model(folder)[0].body) == LITE_BN_EPS
+    resnet, folder = _export(tmp_path / "resnet", "resnet18")
+    meta = json.loads((folder / "model.json").read_text())
+    assert meta["bn_eps"] == 1e-5 and meta["format_version"] == 1  # built as it always was
+
+
+def test_older_lite_models_are_rebuilt_with_the_eps_they_were_trained_with(tmp_path: Path):
+    torch.manual_seed(0)
+    net = create_network("efficientnet_lite0", 3, pretrained=False, bn_eps=LEGACY_LITE_BN_EPS).eval()
+    for m in net.body.modules():  # near-zero variances, as the offline weights have, make the eps count
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0, 1e-3)
+    export_model(net, tmp_path, ModelInfo("efficientnet_lite0", ["a", "b", "c"], 32, 40, [0.5] * 3, [0.5] * 3, "top-down"))
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta.pop("bn_eps")  # as written before the field existed
+    meta["format_version"] = 1
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    loaded, _ = load_model(tmp_path)
+    x = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=1e-5)
+        today = create_network("efficientnet_lite0", 3, pretrained=False).eval()
+        today.load_state_dict(net.state_dict())
+        assert not torch.allclose(today(x), net(x), atol=1e-3)  # today's eps would compute something else

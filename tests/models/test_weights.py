@@ -9,6 +9,8 @@ from torch import nn
 
 from germinate.errors import GerminateError
 from germinate.models.backbones import (
+    LITE_BN_EPS,
+    batchnorm_eps,
     check_arch,
     create_backbone,
     create_imagenet_model,
@@ -44,6 +46,22 @@ def test_the_packaged_file_maps_tensor_by_tensor():
     assert len(state) == len(model.state_dict()) == 296
     for (k_src, v_src), (k_dst, v_dst) in zip(state.items(), model.state_dict().items()):
         assert torch.equal(v_src, v_dst), (k_src, k_dst)
+
+
+def test_the_offline_weights_keep_the_batchnorm_eps_they_were_trained_with():
+    # TensorFlow's 1e-3, not timm's 1e-5: the weights hold channels whose running variance is
+    # near zero, and there the eps decides what a layer computes
+    model = create_imagenet_model("efficientnet_lite0")
+    assert batchnorm_eps(model) == LITE_BN_EPS == 1e-3
+    near_zero = sum(int((m.running_var < 1e-3).sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert near_zero > 100
+    x = (_chelsea(128) / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        ours = model.eval()(x)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = 1e-5
+        assert not torch.allclose(model(x), ours, atol=1e-2)
 
 
 def test_load_by_order_fails_loudly_on_a_mismatch():

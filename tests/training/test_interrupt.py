@@ -133,6 +133,26 @@ def test_a_stop_in_any_phase_resumes_to_the_uninterrupted_result(reference, tmp_
     assert final_a["tta"]["f1_micro"] == final_b["tta"]["f1_micro"]
 
 
+def test_a_checkpoint_keeps_the_batchnorm_eps_and_an_older_one_resumes_with_its_own(reference, tmp_path: Path):
+    from germinate.models.backbones import LEGACY_LITE_BN_EPS, LITE_BN_EPS, batchnorm_eps
+    from germinate.models.export import load_model
+
+    train_dir, _ = reference
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(train_dir), cut, reporter=SignalAt("unfrozen"))
+    path = cut / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["bn_eps"] == LITE_BN_EPS  # not in the weights: a resume rebuilds the body with it
+    del state["bn_eps"]  # as germinate wrote checkpoints before, when Lite bodies had timm's eps
+    torch.save(state, path)
+    learn = resume(cut)
+    assert batchnorm_eps(learn.net.body) == LEGACY_LITE_BN_EPS  # the run goes on as it began
+    meta = json.loads((cut / "model.json").read_text())
+    assert meta["bn_eps"] == LEGACY_LITE_BN_EPS and meta["format_version"] == 1
+    assert batchnorm_eps(load_model(cut)[0].body) == LEGACY_LITE_BN_EPS
+
+
 def test_resume_refuses_changed_data_and_works_from_any_folder(tmp_path: Path, monkeypatch):
     from PIL import Image
 

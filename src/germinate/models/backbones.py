@@ -16,6 +16,11 @@ from germinate.models import weights as W
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # The efficientnet-lite weights were trained TF-style: inputs scaled to [-1, 1].
 TF_MEAN, TF_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+# The offline Lite weights were trained in TensorFlow, whose batchnorm eps is 1e-3. timm builds
+# efficientnet_lite with torch's 1e-5, which scales up the weights' ~640 near-constant channels
+# (running variance under 1e-3) by up to 10x (docs/accuracy.md, *The Lite weights' own
+# batchnorm eps*). Models exported before this was set were built with LEGACY_LITE_BN_EPS.
+LITE_BN_EPS, LEGACY_LITE_BN_EPS = 1e-3, 1e-5
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -100,7 +105,7 @@ def _timm_groups(m: nn.Module) -> list[list[nn.Parameter]]:
 def _lite(arch: str, pretrained: bool) -> nn.Module:
     import timm
 
-    model = timm.create_model(arch, pretrained=False)
+    model = timm.create_model(arch, pretrained=False, bn_eps=LITE_BN_EPS)
     if pretrained:
         path = W.lite_weights_path(arch)
         W.load_by_order(model, torch.load(path, map_location="cpu", weights_only=True), f"{path.name} ({arch})")
@@ -172,9 +177,32 @@ def set_drop_path(body: nn.Module, rate: float) -> int:
     return len(blocks)
 
 
-def create_backbone(arch: str, pretrained: bool = True, weights_file: str | None = None) -> Backbone:
-    """Build `arch`, load its weights, drop its classifier and split it into layer groups."""
+def batchnorm_eps(model: nn.Module) -> float | None:
+    """The eps every batchnorm layer of `model` shares; None if it has none, or several."""
+    found = {m.eps for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return found.pop() if len(found) == 1 else None
+
+
+def set_batchnorm_eps(model: nn.Module, eps: float) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eps = eps
+
+
+def recorded_bn_eps(arch: str, eps: float | None) -> float | None:
+    """The batchnorm eps to rebuild a saved `arch` with, from the one saved with it (None: the
+    builder's). Files from before germinate saved it hold Lite bodies built with LEGACY_LITE_BN_EPS."""
+    return LEGACY_LITE_BN_EPS if eps is None and arch in OFFLINE_ARCHS else eps
+
+
+def create_backbone(arch: str, pretrained: bool = True, weights_file: str | None = None,
+                    bn_eps: float | None = None) -> Backbone:
+    """Build `arch`, load its weights, drop its classifier and split it into layer groups.
+    `bn_eps`: every batchnorm layer's eps, instead of the one `arch` is built with (an exported
+    model is rebuilt with the eps it was trained with)."""
     model = create_imagenet_model(arch, pretrained, weights_file)
+    if bn_eps is not None:
+        set_batchnorm_eps(model, bn_eps)
     if arch in TORCHVISION_RESNETS:
         groups, blocks = _resnet_groups(model), _resnet_blocks(model)
         num_features = model.fc.in_features

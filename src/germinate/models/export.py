@@ -18,14 +18,16 @@ from safetensors.torch import load_file, save_file
 
 from germinate._version import __version__
 from germinate.errors import GerminateError
+from germinate.models.backbones import LITE_BN_EPS, OFFLINE_ARCHS, batchnorm_eps, recorded_bn_eps
 from germinate.models.network import Network, create_network
 from germinate.models.plant_mask import MASKS
 from germinate.utils import atomic_path, write_text_atomic
 
 FORMAT = "germinate-model"
 # 2: a model with a --mask. Its model.json says 2 so that a germinate that cannot mask refuses it
-# (rather than showing it unmasked images); every other model still says 1.
-FORMAT_VERSION = 2
+# (rather than showing it unmasked images). 3: a Lite model with the weights' own batchnorm eps
+# (LITE_BN_EPS), which an older germinate would rebuild with another. Every other model says 1.
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -47,10 +49,16 @@ class ModelInfo:
     snapshots: list[str] = field(default_factory=list)  # extra weights files averaged at predict time
     weights: str = "model.safetensors"  # the main weights file (an ensemble's: its first member's)
     mask: str = "none"  # --mask: applied inside the network
+    bn_eps: float | None = None  # the body's batchnorm eps (None in older files: see body_bn_eps)
 
     @property
     def eval_size(self) -> int:
         return self.test_size or self.size
+
+    @property
+    def body_bn_eps(self) -> float | None:
+        """The batchnorm eps to rebuild the body with (older files: the one it was built with then)."""
+        return recorded_bn_eps(self.arch, self.bn_eps)
 
 
 def sha256(path: Path) -> str:
@@ -74,6 +82,7 @@ def export_model(net: Network, folder: str | Path, info: ModelInfo, snapshots: l
     """Write model.safetensors and model.json into `folder`; `snapshots` names weights files
     already in `folder` (saved with save_weights) to average with it at predict time."""
     folder = Path(folder)
+    info.bn_eps = batchnorm_eps(net.body)  # what the weights were trained with, whatever `info` said
     info.files = {"model.safetensors": save_weights(net, folder / "model.safetensors", len(info.classes))}
     info.files.update({name: sha256(folder / name) for name in snapshots})
     info.snapshots = list(snapshots)
@@ -81,8 +90,15 @@ def export_model(net: Network, folder: str | Path, info: ModelInfo, snapshots: l
     return _write_info(folder, info)
 
 
+def format_version(info: ModelInfo) -> int:
+    """The oldest format that reads `info` right (see FORMAT_VERSION)."""
+    if info.arch in OFFLINE_ARCHS and info.bn_eps == LITE_BN_EPS:
+        return 3
+    return 2 if info.mask != "none" else 1
+
+
 def _write_info(folder: Path, info: ModelInfo) -> Path:
-    version = FORMAT_VERSION if info.mask != "none" else 1
+    version = format_version(info)
     write_text_atomic(folder / "model.json", json.dumps({"format": FORMAT, "format_version": version, **asdict(info)}, indent=2))
     return folder / "model.json"
 
@@ -175,7 +191,8 @@ def load_model(folder: str | Path, snapshots: bool = False) -> tuple[list[Networ
     names = [info.weights] + (info.snapshots if snapshots else [])
     nets = []
     for name in names:
-        net = create_network(info.arch, len(info.classes), pretrained=False, hidden=info.hidden, dropout=info.dropout)
+        net = create_network(info.arch, len(info.classes), pretrained=False, hidden=info.hidden, dropout=info.dropout,
+                             bn_eps=info.body_bn_eps)
         net.use_mask(info.mask)
         load_state_checked(net, load_weights(folder, name, info), str(folder / name))
         nets.append(net.eval())

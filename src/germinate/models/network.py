@@ -157,12 +157,14 @@ def create_network(
     dropout: float = 0.5,
     probe_size: int | None = None,
     drop_path: float = 0.0,
+    bn_eps: float | None = None,
 ) -> Network:
     """A backbone with pretrained weights and a fresh head for `n_classes`. With `probe_size`,
     one blank image of that size goes through it first, so that a backbone that cannot take
     such images is refused now, in one line, not in the middle of a run. `drop_path`: the
-    stochastic depth of the body's last block (see `set_drop_path`)."""
-    backbone = create_backbone(arch, pretrained, weights_file)
+    stochastic depth of the body's last block (see `set_drop_path`). `bn_eps`: the batchnorm eps
+    of the body, when not the one `arch` is built with (see `create_backbone`)."""
+    backbone = create_backbone(arch, pretrained, weights_file, bn_eps)
     if drop_path and not set_drop_path(backbone.body, drop_path):
         raise GerminateError(f"--drop-path needs a model whose residual blocks take stochastic depth (timm's); "
                              f"{arch} has none")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from germinate.errors import GerminateError
+from germinate.models.backbones import batchnorm_eps
 from germinate.utils import atomic_path
 
 METRIC_FIELDS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "f1_micro", "f1_macro"]
@@ -64,6 +65,7 @@ def learner_state(learn: Any) -> dict[str, Any]:
         "arch": learn.net.arch,
         "classes": list(learn.data.classes),
         "model": learn.net.state_dict(),
+        "bn_eps": batchnorm_eps(learn.net.body),  # not in the state dict, and a resume rebuilds the body
         "optimizer": learn.opt.state_dict(),
         "plan": [s.to_dict() for s in learn.plan],
         "position": {"stage": learn.pos.stage, "epoch": learn.pos.epoch, "batch": learn.pos.batch},
