@@ -2,7 +2,8 @@
 probe on pooled features of the shared data (train split -> validation split), for the pretrained
 statistics and for statistics re-estimated as `--bn-reestimate` does (`recalibrate_bn`): on 1024
 or on all augmented training images, on plain images, means only, variances only; and the
-pretrained statistics with TensorFlow's BN eps (1e-3) instead of timm's (1e-5). Also how often the
+pretrained statistics with timm's BN eps (1e-5, as germinate built the Lite bodies before) instead
+of the weights' own (TensorFlow's 1e-3), and with TensorFlow's SAME padding. Also how often the
 ReLU6 activations saturate, and how much the re-estimation changes each channel's scale.
 
     python benchmarks/probe_bn.py [--size 128]       (about 10 minutes on 2 cores)
@@ -40,8 +41,12 @@ def main() -> int:
     net, tf = learn.net, eval_transform(args.size)
     pretrained = copy.deepcopy(net.state_dict())
     saturated: list[float] = []
-    for act in (m for m in net.body.modules() if isinstance(m, torch.nn.ReLU6)):
-        act.register_forward_hook(lambda m, i, o: saturated.append(float((i[0] >= 6).float().mean())))
+
+    def watch(body: torch.nn.Module) -> None:
+        for act in (m for m in body.modules() if isinstance(m, torch.nn.ReLU6)):
+            act.register_forward_hook(lambda m, i, o: saturated.append(float((i[0] >= 6).float().mean())))
+
+    watch(net.body)
 
     @torch.no_grad()
     def features(split) -> np.ndarray:
@@ -80,7 +85,7 @@ def main() -> int:
 
     print(f"{args.size} px, {len(learn.data.train)} training / {len(learn.data.valid)} validation images")
     print(f"{'batchnorm statistics':<48}{'probe':>8}{'ReLU6 >= 6':>13}{'s':>8}")
-    probe("pretrained (eps 1e-5, as timm builds it)")
+    probe("pretrained (eps 1e-3, as TensorFlow trained it)")
     learn.recalibrate_bn()
     probe("re-estimated on 1024 augmented images")
     print("  " + spread())
@@ -98,8 +103,21 @@ def main() -> int:
     probe("re-estimated on 1024 plain images")
     net.load_state_dict(pretrained)
     for m in batchnorm_layers(net.body):
-        m.eps = 1e-3
-    probe("pretrained, eps 1e-3 (as TensorFlow trained it)")
+        m.eps = 1e-5
+    probe("pretrained, eps 1e-5 (as timm builds it)")
+    # the weights' own eps with TensorFlow's SAME padding (stride-2 convolutions pad after, not
+    # around), as timm's tf_efficientnet_lite0 builds it: does the port's symmetric padding cost?
+    import timm
+
+    from germinate.models import weights as W
+    from germinate.models.backbones import LITE_BN_EPS, TimmBody
+
+    same = timm.create_model("tf_efficientnet_lite0", bn_eps=LITE_BN_EPS)
+    path = W.lite_weights_path("efficientnet_lite0")
+    W.load_by_order(same, torch.load(path, map_location="cpu", weights_only=True), path.name)
+    net.body = TimmBody(same)
+    watch(net.body)
+    probe("pretrained, eps 1e-3, TensorFlow's SAME padding")
     return 0
 
 
