@@ -441,12 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     from germinate.errors import GerminateError, TrainingInterrupted
     from germinate.training import distributed
 
+    succeeded = False
     try:
         if distributed.launched() and func not in (cmd_train, cmd_lr_find):
             if os.environ.get("RANK", "0") != "0":
                 return EXIT_USER_ERROR  # rank 0 says why
             raise GerminateError(f"only train and lr-find run on several processes; run {args.command} without torchrun")
-        return func(args)
+        code = func(args)
+        succeeded = code == 0
+        return code
     except GerminateError as e:
         world = distributed.current()
         if world.is_main or not isinstance(e, distributed.SharedError):  # a shared error: rank 0 says it
@@ -472,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"(one stopped or failed; {first})\n")
         return 1
     finally:
-        distributed.shutdown()
+        distributed.shutdown(together=succeeded)
 
 
 def _rank(world) -> str:

@@ -10,6 +10,7 @@ and every collective is reached by all of them: nothing runs on rank 0 alone ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,10 +177,17 @@ def current() -> World:
     return _current
 
 
-def shutdown() -> None:
-    """Leave the process group (at the end of a command)."""
+def shutdown(together: bool = False) -> None:
+    """Leave the process group (at the end of a command). `together` (a command that succeeded on
+    this rank): wait for the others first. Rank 0 writes the report after the last collective, and
+    a rank that tore its gloo group down meanwhile was once seen to abort (SIGABRT, "terminate
+    called without an active exception"), failing a run that had finished. Not after a failure: a
+    peer may be gone, and the barrier would wait for it until the timeout."""
     global _current
     if _current.active and dist.is_initialized():
+        if together:
+            with contextlib.suppress(RuntimeError):  # a peer that failed after all: leave anyway
+                dist.barrier()
         dist.destroy_process_group()
     _current = SINGLE
 
