@@ -33,7 +33,8 @@ def main() -> int:
 
     from germinate import TrainConfig, create_learner
     from germinate.data.augment import eval_transform
-    from germinate.training.features import batchnorm_layers, recalibrate_bn
+    from germinate.models.backbones import batchnorm_layers
+    from germinate.training.features import recalibrate_bn
 
     cfg = TrainConfig(train_dir=str(DATA / "train"), size=args.size, test_size=args.size, quiet=True,
                       fixed_blocks=0)  # every block's statistics, as measured

@@ -16,10 +16,10 @@ import shutil
 from germinate.config import TrainConfig
 from germinate.data.bundle import DataBundle
 from germinate.evaluate.report import write_report
-from germinate.models.backbones import recorded_bn_eps
 from germinate.models.export import export_model
 from germinate.models.network import create_network
 from germinate.run import RunFolder
+from germinate.training.checkpoint import saved_bn_eps
 from germinate.training.distributed import World
 from germinate.training.learner import Learner
 from germinate.training.plan import Stage
@@ -49,7 +49,7 @@ def final_learner(cfg: TrainConfig, run: RunFolder, plan: list[dict], data: Data
     seed_everything(cfg.seed)  # the first fit's start: the same head
     net = create_network(cfg.arch, len(data.classes), cfg.pretrained and state is None, cfg.weights, cfg.hidden,
                          cfg.dropout, probe_size=min(cfg.train_sizes), drop_path=cfg.drop_path,
-                         bn_eps=None if state is None else recorded_bn_eps(cfg.arch, state.get("bn_eps")))
+                         bn_eps=None if state is None else saved_bn_eps(state))
     folder = FinalFitFolder(run / FINAL)
     if world.is_main:
         folder.path.mkdir(exist_ok=True)

@@ -25,11 +25,10 @@ from germinate.data.manifest import describe_change, rows_hash, split_rows
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate.predict import tta_views
 from germinate.final_fit import FINAL, FinalFitFolder, final_learner, finish_final_fit, pending
-from germinate.models.backbones import recorded_bn_eps
 from germinate.models.network import create_network
 from germinate.run import RunFolder
 from germinate.training import distributed
-from germinate.training.checkpoint import load_checkpoint
+from germinate.training.checkpoint import load_checkpoint, saved_bn_eps
 from germinate.training.distributed import SINGLE, World
 from germinate.training.interrupts import graceful_interrupts
 from germinate.training.learner import Learner, check_sync_bn
@@ -309,7 +308,7 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     data = load_data(cfg, reporter, world)
     world.on_main(lambda: _check_same_data(run, data, cfg))
     net = create_network(cfg.arch, len(data.classes), pretrained=False, hidden=cfg.hidden, dropout=cfg.dropout,
-                         drop_path=cfg.drop_path, bn_eps=recorded_bn_eps(cfg.arch, state.get("bn_eps")))
+                         drop_path=cfg.drop_path, bn_eps=saved_bn_eps(state))
     learn = Learner(net, data, cfg, run if world.is_main else None, reporter, world)
     learn.load_state_dict(state)
     learn.budget = recorded.get("time_budget")  # config.json is written again when a range test picks LRs

@@ -177,16 +177,20 @@ def set_drop_path(body: nn.Module, rate: float) -> int:
     return len(blocks)
 
 
+def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every batchnorm layer inside `module`."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def batchnorm_eps(model: nn.Module) -> float | None:
     """The eps every batchnorm layer of `model` shares; None if it has none, or several."""
-    found = {m.eps for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    found = {m.eps for m in batchnorm_layers(model)}
     return found.pop() if len(found) == 1 else None
 
 
 def set_batchnorm_eps(model: nn.Module, eps: float) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eps = eps
+    for m in batchnorm_layers(model):
+        m.eps = eps
 
 
 def recorded_bn_eps(arch: str, eps: float | None) -> float | None:

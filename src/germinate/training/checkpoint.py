@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from germinate.errors import GerminateError
-from germinate.models.backbones import batchnorm_eps
+from germinate.models.backbones import batchnorm_eps, recorded_bn_eps
 from germinate.utils import atomic_path
 
 METRIC_FIELDS = ["stage", "epoch", "train_loss", "valid_loss", "accuracy", "f1_micro", "f1_macro"]
@@ -76,6 +76,11 @@ def learner_state(learn: Any) -> dict[str, Any]:
         "best_f1": learn.best_f1,
         "rng": rng_state(),
     }
+
+
+def saved_bn_eps(state: dict[str, Any]) -> float | None:
+    """The body's batchnorm eps to rebuild a checkpoint's network with (see learner_state)."""
+    return recorded_bn_eps(state["arch"], state.get("bn_eps"))
 
 
 def write_logs(run: Any, history: list[dict], lr_log: list[dict]) -> None:

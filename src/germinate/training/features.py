@@ -6,17 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from torch import nn
 
+from germinate.models.backbones import batchnorm_layers
 from germinate.models.fold_bn import fold_batchnorm
 from germinate.models.network import Network
 
 Batches = Iterable[torch.Tensor]  # image batches, uint8 or 0-255 float
-
-
-def batchnorm_layers(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """Every batchnorm layer inside `module`."""
-    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()

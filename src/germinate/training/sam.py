@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from germinate.training.features import batchnorm_layers
+from germinate.models.backbones import batchnorm_layers
 
 Moved = list[tuple[torch.Tensor, torch.Tensor]]
 
