@@ -23,7 +23,7 @@ def test_climb_moves_every_parameter_together_rho_along_the_gradient_and_back():
     grad = torch.cat([a.grad.flatten(), b.grad.flatten()])
     assert torch.linalg.vector_norm(step) == pytest.approx(0.3, rel=1e-5)
     assert torch.allclose(step, 0.3 * grad / torch.linalg.vector_norm(grad), atol=1e-6)
-    assert torch.equal(c.detach(), start[2]) and len(moved) == 2
+    assert torch.equal(c.detach(), start[2]) and len(moved[0]) == 2
     climb_back(moved)
     for p, s in zip((a, b, c), start):
         assert torch.allclose(p.detach(), s, atol=1e-6)

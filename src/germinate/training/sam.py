@@ -17,31 +17,31 @@ from torch import nn
 
 from germinate.models.backbones import batchnorm_layers
 
-Moved = list[tuple[torch.Tensor, torch.Tensor]]
+Moved = tuple[list[torch.Tensor], list[torch.Tensor]]  # (parameters, their moves)
 
 
 @torch.no_grad()
 def climb(params: list[torch.Tensor], rho: float) -> Moved:
     """Move the parameters that have a gradient by `rho` along their joint normalised gradient;
-    return each moved parameter with its move, for `climb_back`. A zero gradient moves nothing."""
-    grads = [(p, p.grad) for p in params if p.grad is not None]
-    if not grads:
-        return []
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for _, g in grads]))
-    scale = rho / (norm + 1e-12)
-    moved = []
-    for p, g in grads:
-        e = (g * scale).to(p.dtype)
-        p.add_(e)
-        moved.append((p, e))
-    return moved
+    return the moved parameters with their moves, for `climb_back`. A zero gradient moves nothing."""
+    with_grad = [p for p in params if p.grad is not None]
+    if not with_grad:
+        return [], []
+    grads = [p.grad for p in with_grad]
+    # one fused kernel per step of the sum over every parameter (foreach), not a few per
+    # parameter: on a GPU at small batches the launches, not the arithmetic, are the cost
+    scale = rho / (torch.nn.utils.get_total_norm(grads, foreach=True) + 1e-12)
+    moves = torch._foreach_mul(grads, scale)
+    torch._foreach_add_(with_grad, moves)
+    return with_grad, moves
 
 
 @torch.no_grad()
 def climb_back(moved: Moved) -> None:
     """Undo `climb`: the parameters are where they were before it (to float rounding)."""
-    for p, e in moved:
-        p.sub_(e)
+    params, moves = moved
+    if params:
+        torch._foreach_sub_(params, moves)
 
 
 @contextlib.contextmanager
