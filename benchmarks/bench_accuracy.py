@@ -9,6 +9,8 @@ so the table can be built up over several sessions.
     python benchmarks/bench_accuracy.py                          # default and best, seeds 1, 2, 3
     python benchmarks/bench_accuracy.py --settings default label-smoothing --seeds 42
     python benchmarks/bench_accuracy.py --custom "mine=--size 144 --epochs 10"
+    # a lent GPU waits on kernel launches at these batch sizes: several runs side by side
+    python benchmarks/bench_accuracy.py --train .devdata/full --common "--device cuda" --parallel 6 ...
 
 Tune on seed 42 (the split the README's other comparisons use); report on seeds 1-3; check a
 change of default on fresh seeds (4-6) beside the default before making it.
@@ -17,6 +19,7 @@ change of default on fresh seeds (4-6) beside the default before making it.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import json
 import os
@@ -161,16 +164,17 @@ for _name, _flags in SETTINGS.items():
 
 
 def run_one(name: str, flags: str, seed: int, out: Path, train_dir: Path | None = None,
-            valid_dir: Path | None = None) -> dict:
+            valid_dir: Path | None = None, common: str = "") -> dict:
     """Train one setting on one seed (unless already done; on the shared training images unless
-    `train_dir`, validating on `valid_dir` if given) and read its results."""
+    `train_dir`, validating on `valid_dir` if given; `common`: flags added to every run, such
+    as the device) and read its results."""
     run = out / f"{name}-seed{seed}"
     if not (run / "final.json").exists():
         if run.exists():
             cmd = [sys.executable, "-m", "germinate", "train", "--resume", str(run), "--quiet"]
         else:
             cmd = [sys.executable, "-m", "germinate", "train", str(train_dir or DATA / "train"), "--out", str(run),
-                   "--seed", str(seed), "--quiet", *flags.split()]
+                   "--seed", str(seed), "--quiet", *flags.split(), *common.split()]
             if valid_dir is not None:
                 cmd += ["--valid", str(valid_dir)]
         started = time.perf_counter()
@@ -198,6 +202,11 @@ def main() -> int:
     p.add_argument("--custom", action="append", default=[], metavar="NAME=FLAGS", help="another setting, by its flags")
     p.add_argument("--seeds", default="1,2,3", help="split seeds, comma-separated (default 1,2,3)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-accuracy"), help="where the runs are kept")
+    p.add_argument("--train", default=str(DATA / "train"), help="the training images (default: the shared data's)")
+    p.add_argument("--common", default="", metavar="FLAGS",
+                   help="flags added to every setting's runs (--device cuda); keep such runs in an --out of their own")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="runs at a time (default 1; on a CPU more only share its cores, and their times mean nothing)")
     args = p.parse_args()
     settings = {name: SETTINGS[name] for name in args.settings}
     for item in args.custom:
@@ -206,14 +215,21 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"data {DATA}, seeds {seeds}, runs in {out}", flush=True)
+    print(f"data {args.train}, seeds {seeds}, runs in {out}", flush=True)
     print("| setting | flags | micro-F1 | with TTA | minutes per run | s per unfrozen epoch (epochs) |")
     print("| --- | --- | --- | --- | --- | --- |", flush=True)
-    for name, flags in settings.items():
-        results = [run_one(name, flags, seed, out) for seed in seeds]
-        print(f"| {name} | `{flags or '(none)'}` | {spread([r['f1'] for r in results])} | "
-              f"{spread([r['tta'] for r in results])} | {spread([r['minutes'] for r in results], '{:.1f}')} | "
-              f"{spread([r['epoch_s'] for r in results], '{:.0f}')} ({results[0]['epochs']}) |", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.parallel)) as pool:  # each run is its own process
+        runs = {name: [pool.submit(run_one, name, flags, seed, out, Path(args.train), common=args.common)
+                       for seed in seeds] for name, flags in settings.items()}
+        first = None
+        for name, flags in settings.items():
+            results = [f.result() for f in runs[name]]
+            first = first or results
+            vs = "" if results is first else "; TTA vs the first, per seed: " + ", ".join(
+                f"{100 * (r['tta'] - f['tta']):+.1f}" for r, f in zip(results, first))
+            print(f"| {name} | `{flags or '(none)'}` | {spread([r['f1'] for r in results])} | "
+                  f"{spread([r['tta'] for r in results])} | {spread([r['minutes'] for r in results], '{:.1f}')} | "
+                  f"{spread([r['epoch_s'] for r in results], '{:.0f}')} ({results[0]['epochs']}){vs} |", flush=True)
     return 0
 
 

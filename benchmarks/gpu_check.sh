@@ -12,6 +12,10 @@
 #   5. torchrun on the GPU (nccl) with --sync-bn, one process (one GPU is lent)
 #   6. --compile without bf16 (float32): whether its divergence on torch 2.11 is bf16's
 #   7. ResNet-50 at batch 256: whether a larger batch reaches the 3,000 img/s the table misses at 64
+#   8. what a SAM step and its move cost (bench_sam_step.py: the move fused against looped)
+#   9. an accuracy screen: --preset best's 24 epochs at SAM's rho 0.05 (as it ships) and 0.1 on
+#      split seeds 1-3, six runs side by side (the GPU waits on launches, so they share it well);
+#      the runs' figures come back as $OUT/screen.tgz
 # STEPS="6 7" bash benchmarks/gpu_check.sh runs only those (default: all; 1-5 were measured on
 # 2026-12-04, see the README's speed section).
 set -uo pipefail
@@ -20,7 +24,7 @@ OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 GERMINATE_CACHE=/tmp/gcache
 exec > >(tee "$OUT/gpu_check.log") 2>&1
-STEPS=${STEPS:-1 2 3 4 5 6 7}
+STEPS=${STEPS:-1 2 3 4 5 6 7 8 9}
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 step() { echo; echo "== $(date +%T) $*"; }
 wall() { local t0=$SECONDS; "$@"; echo "wall $((SECONDS - t0)) s"; }
@@ -66,5 +70,17 @@ fi
 if want 7; then
 step "7. ResNet-50 at batch 256"
 timeout 120 python3 benchmarks/bench_gpu.py .devdata/full --epochs 2 --only resnet50:224 --bs 256
+fi
+if want 8; then
+step "8. SAM step"
+timeout 60 python3 benchmarks/bench_sam_step.py --device $DEVICE
+fi
+if want 9; then
+step "9. accuracy screen: best at rho 0.05 and 0.1, seeds 1-3, side by side"
+wall timeout ${SCREEN_S:-470} python3 benchmarks/bench_accuracy.py --train .devdata/full --out /tmp/screen --settings \
+    --custom "best-rho005=--preset best --epochs 24" --custom "best-rho010=--preset best --epochs 24 --sam 0.1" \
+    --seeds ${SCREEN_SEEDS:-1,2,3} --parallel 6 --common "--device $DEVICE --workers 2 ${SCREEN_FLAGS:-}" 2>&1 | grep -v Warning
+(cd /tmp/screen && find . -maxdepth 2 \( -name final.json -o -name '*.csv' -o -name config.json -o -name bench_wall_seconds \) |
+    tar czf "$OUT/screen.tgz" -T -)  # unfinished runs too: their metrics.csv says how far they got
 fi
 step done
