@@ -28,8 +28,8 @@ def climb(params: list[torch.Tensor], rho: float) -> Moved:
     if not with_grad:
         return [], []
     grads = [p.grad for p in with_grad]
-    # one fused kernel per step of the sum over every parameter (foreach), not a few per
-    # parameter: on a GPU at small batches the launches, not the arithmetic, are the cost
+    # foreach kernels take every parameter at once, where a loop launched a few per parameter:
+    # on a GPU at small batches the launches, not the arithmetic, are the cost (bench_sam_step.py)
     scale = rho / (torch.nn.utils.get_total_norm(grads, foreach=True) + 1e-12)
     moves = torch._foreach_mul(grads, scale)
     torch._foreach_add_(with_grad, moves)
