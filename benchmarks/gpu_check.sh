@@ -16,7 +16,7 @@
 #   9. an accuracy screen: --preset best's 24 epochs at SAM's rho 0.05 (as it ships) and 0.1 on
 #      split seeds 1-3, six runs side by side (the GPU waits on launches, so they share it well);
 #      the runs' figures come back as $OUT/screen.tgz
-# STEPS="6 7" bash benchmarks/gpu_check.sh runs only those (default: all; 1-5 were measured on
+# STEPS="6 7" bash benchmarks/gpu_check.sh runs only those (default: all; 1-5, 8 and 9 were measured on
 # 2026-12-04, see the README's speed section).
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of the steps here
