@@ -1,6 +1,6 @@
 """What a SAM step costs against a plain one, and what its move uphill and back costs alone,
-fused (`training.sam.climb`: one kernel per step of the sum over all parameters) against a loop
-over the parameters (a few kernels each, as before). On a GPU at small batches the launches, not
+fused (`training.sam.climb`: foreach kernels over every parameter at once) against a loop over
+the parameters (a few kernels each, as before). On a GPU at small batches the launches, not
 the arithmetic, are the cost, so there the fused move matters; on a CPU it hardly shows.
 
     python benchmarks/bench_sam_step.py --device cuda
