@@ -177,6 +177,7 @@ BAD_VALUES = [
     (["--dropout", "1.5"], "--dropout: must be a number in [0, 1), got 1.5"),
     (["--wd", "-0.1"], "--wd: must be a number in [0, 1]"),
     (["--label-smoothing", "1"], "--label-smoothing: must be a number in [0, 1)"),
+    (["--poly", "-2"], "--poly: must be a number in [-1, 10]"),
     (["--hidden", "-3"], "--hidden: must be an integer >= 0"),
     (["--max-lighting", "2"], "--max-lighting: must be a number in [0, 1)"),
     (["--size", "8"], "--size: must be an integer in [16, 4096]"),

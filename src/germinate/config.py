@@ -215,6 +215,9 @@ class TrainConfig:
     wd: float = setting(0.01, "weight decay", "float", "optimisation", bound=Bound(0, 1))
     momentum: float = setting(0.9, "SGD momentum, or AdamW's beta1", "float", "optimisation", bound=UNIT_OPEN)
     label_smoothing: float = setting(0.0, "label smoothing", "float", "optimisation", bound=UNIT_OPEN)
+    poly: float = setting(0.0, "Poly-1 loss: cross-entropy plus EPS x (1 - the probability given to the true class), "
+                          "which keeps pushing images already right towards certainty (1-2 is usual); 0: plain "
+                          "cross-entropy", "float", "optimisation", bound=Bound(-1, 10), metavar="EPS")
     sam: float = setting(0.0, "sharpness-aware minimisation: each step's gradient taken again at the weights moved "
                          "this far uphill (the rho; 0.05 is usual), for 1.7-1.9x the cost of a step; 0: off", "float",
                          "optimisation", bound=Bound(0, 10), metavar="RHO")

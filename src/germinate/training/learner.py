@@ -38,6 +38,7 @@ from germinate.training import checkpoint as ckpt
 from germinate.training.class_weights import class_weights, logit_shift, sample_weights
 from germinate.training.distributed import SINGLE, World
 from germinate.training.features import pooled_features, recalibrate_bn
+from germinate.training.losses import make_loss
 from germinate.training.lr_find import LRFindResult, exp_lrs, run_range_test
 from germinate.training.mixing import make_mixer
 from germinate.training.plan import HEAD_ONLY, Position, Stage, lr_for_suggestion, stage_lrs, takes_sam
@@ -94,9 +95,9 @@ class Learner:
         self.aug = AugmentConfig(cfg.train_sizes[0], cfg.flip, cfg.min_scale, cfg.max_rotate, cfg.max_lighting,
                                  cfg.erase, cfg.trivial_augment)
         weights = class_weights(data.train.labels, len(data.classes), cfg.class_weights)
-        self.loss_fn = nn.CrossEntropyLoss(
-            weight=None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
-            label_smoothing=cfg.label_smoothing)
+        self.loss_fn = make_loss(
+            None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=self.device),
+            cfg.label_smoothing, cfg.poly)
         # Image batches only: the head stage's precomputed features are not mixed.
         self.mixer = make_mixer(cfg.mixup, cfg.cutmix, len(data.classes))
         self.opt = self._make_optimizer()
