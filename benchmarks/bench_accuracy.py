@@ -137,9 +137,10 @@ SETTINGS.update({
     "best-lite2": f"{BEST_V1} --arch efficientnet_lite2",
     # stochastic depth on best's loop, rising to the 0.2 EfficientNet's own training uses
     "best-dp02": f"{BEST_V1} --drop-path 0.2",
-    # Poly-1 loss on the default, at the paper's usual EPS (1) and its EfficientNet one (2)
-    "poly1": "--poly 1",
-    "poly2": "--poly 2",
+    # Poly-1 loss on the default's own budget, at the paper's usual EPS (1), and at -1, which
+    # drops cross-entropy's first term and so leans on the images still wrong, as focal loss does
+    "poly1": "--poly 1 --time 14 --epochs 40",
+    "poly-1": "--poly -1 --time 14 --epochs 40",
     # sharpness-aware minimisation at the usual rho (untuned): on the default, whose budget then
     # holds fewer epochs (a SAM step takes 1.7-1.9x a plain one, timed side by side), and on best's
     # fixed 24 epochs (best now, without its own budget, which cuts the epochs on slower machines)
