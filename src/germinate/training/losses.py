@@ -25,15 +25,12 @@ class PolyLoss(nn.Module):
         self.ce = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = self.ce(logits, target)
-        if self.eps == 0:
-            return ce
         n = logits.shape[-1]
         probs = target if target.is_floating_point() else F.one_hot(target, n).to(logits.dtype)
         if self.label_smoothing:
             probs = probs * (1 - self.label_smoothing) + self.label_smoothing / n
         pt = (probs * logits.softmax(dim=-1)).sum(dim=-1)
-        return ce + self.eps * (1 - pt).mean()
+        return self.ce(logits, target) + self.eps * (1 - pt).mean()
 
 
 def make_loss(weight: torch.Tensor | None = None, label_smoothing: float = 0.0, poly: float = 0.0) -> nn.Module:
