@@ -157,6 +157,8 @@ SETTINGS.update({
     "s160-time14": "--size 160 --time 14 --epochs 40",
     # TrivialAugment on top of the policy's views, on the default's own budget
     "trivial": "--trivial-augment --time 14 --epochs 40",
+    # generalised-mean pooling for the head (p learnt from 3) in place of average and max side by side
+    "gem": "--pool gem --time 14 --epochs 40",
 })
 
 # Settings measured on the default's loop before its time budget keep their meaning (and their

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from germinate.errors import GerminateError
+from germinate.models.head import POOLS
 from germinate.models.plant_mask import MASKS
 
 # The model is validated and used at this many times the training size: random-crop training
@@ -204,6 +205,9 @@ class TrainConfig:
     pretrained: bool = setting(True, "start from pretrained weights (--no-pretrained: from scratch)", "bool", "model")
     weights: str | None = setting(None, "pretrained backbone weights (safetensors or state dict)", "str", "model",
                                   metavar="FILE")
+    pool: str = setting("concat", "how the body's last feature map is pooled for the head: concat (average and max "
+                        "side by side, fastai's), gem (generalised mean, its power learnt from 3)", "str", "model",
+                        choices=POOLS)
     hidden: int = setting(512, "head hidden units; 0: a single linear layer", "int", "model", bound=INT0)
     dropout: float = setting(0.5, "head dropout (the first layer gets half)", "float", "model", bound=UNIT_OPEN)
     drop_path: float = setting(0.0, "stochastic depth: while training, each residual block of the body is skipped "

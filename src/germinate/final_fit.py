@@ -49,7 +49,7 @@ def final_learner(cfg: TrainConfig, run: RunFolder, plan: list[dict], data: Data
     seed_everything(cfg.seed)  # the first fit's start: the same head
     net = create_network(cfg.arch, len(data.classes), cfg.pretrained and state is None, cfg.weights, cfg.hidden,
                          cfg.dropout, probe_size=min(cfg.train_sizes), drop_path=cfg.drop_path,
-                         bn_eps=None if state is None else saved_bn_eps(state))
+                         bn_eps=None if state is None else saved_bn_eps(state), pool=cfg.pool)
     folder = FinalFitFolder(run / FINAL)
     if world.is_main:
         folder.path.mkdir(exist_ok=True)

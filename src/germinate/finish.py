@@ -28,7 +28,7 @@ def model_info(learn: Learner) -> ModelInfo:
     mean = (net.mean.flatten() / 255).tolist()
     std = (net.std.flatten() / 255).tolist()
     return ModelInfo(cfg.arch, list(learn.data.classes), cfg.final_size, cfg.eval_cache_px, mean, std, cfg.flip,
-                     cfg.hidden, cfg.dropout, cfg.eval_size, mask=cfg.mask)
+                     cfg.hidden, cfg.dropout, cfg.eval_size, mask=cfg.mask, pool=cfg.pool)
 
 
 def write_per_class(run, report: dict) -> None:

@@ -133,7 +133,7 @@ def create_learner(cfg: TrainConfig, run: RunFolder | None = None, reporter: Rep
     seed_everything(cfg.seed)  # the same on every process: the same head to start from
     data = load_data(cfg, reporter, world)
     net = create_network(cfg.arch, len(data.classes), cfg.pretrained, cfg.weights, cfg.hidden, cfg.dropout,
-                         probe_size=min(cfg.train_sizes), drop_path=cfg.drop_path)
+                         probe_size=min(cfg.train_sizes), drop_path=cfg.drop_path, pool=cfg.pool)
     return Learner(net, data, cfg, run, reporter, world)
 
 
@@ -308,7 +308,7 @@ def resume(run_dir: str | Path, reporter: Reporter | None = None, **changes) -> 
     data = load_data(cfg, reporter, world)
     world.on_main(lambda: _check_same_data(run, data, cfg))
     net = create_network(cfg.arch, len(data.classes), pretrained=False, hidden=cfg.hidden, dropout=cfg.dropout,
-                         drop_path=cfg.drop_path, bn_eps=saved_bn_eps(state))
+                         drop_path=cfg.drop_path, bn_eps=saved_bn_eps(state), pool=cfg.pool)
     learn = Learner(net, data, cfg, run if world.is_main else None, reporter, world)
     learn.load_state_dict(state)
     learn.budget = recorded.get("time_budget")  # config.json is written again when a range test picks LRs

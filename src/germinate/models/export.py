@@ -1,7 +1,7 @@
 """Exported models: safetensors (tensors only, never code) plus a small JSON saying how to use them.
 
 model.json records the architecture, the class names in order, the image size, normalisation,
-flip policy, head shape, germinate's version, and a SHA-256 of each weights file, so a truncated
+flip policy, pooling and head shape, germinate's version, and a SHA-256 of each weights file, so a truncated
 or tampered file is refused rather than silently loaded.
 """
 
@@ -20,14 +20,16 @@ from germinate._version import __version__
 from germinate.errors import GerminateError
 from germinate.models.backbones import LITE_BN_EPS, OFFLINE_ARCHS, batchnorm_eps, recorded_bn_eps
 from germinate.models.network import Network, create_network
+from germinate.models.head import POOLS
 from germinate.models.plant_mask import MASKS
 from germinate.utils import atomic_path, write_text_atomic
 
 FORMAT = "germinate-model"
 # 2: a model with a --mask. Its model.json says 2 so that a germinate that cannot mask refuses it
 # (rather than showing it unmasked images). 3: a Lite model with the weights' own batchnorm eps
-# (LITE_BN_EPS), which an older germinate would rebuild with another. Every other model says 1.
-FORMAT_VERSION = 3
+# (LITE_BN_EPS), which an older germinate would rebuild with another. 4: a model with --pool gem,
+# which an older germinate cannot build. Every other model says 1.
+FORMAT_VERSION = 4
 
 
 @dataclass
@@ -50,6 +52,7 @@ class ModelInfo:
     weights: str = "model.safetensors"  # the main weights file (an ensemble's: its first member's)
     mask: str = "none"  # --mask: applied inside the network
     bn_eps: float | None = None  # the body's batchnorm eps (None in older files: see body_bn_eps)
+    pool: str = "concat"  # --pool
 
     @property
     def eval_size(self) -> int:
@@ -92,6 +95,8 @@ def export_model(net: Network, folder: str | Path, info: ModelInfo, snapshots: l
 
 def format_version(info: ModelInfo) -> int:
     """The oldest format that reads `info` right (see FORMAT_VERSION)."""
+    if info.pool != "concat":
+        return 4
     if info.arch in OFFLINE_ARCHS and info.bn_eps == LITE_BN_EPS:
         return 3
     return 2 if info.mask != "none" else 1
@@ -141,6 +146,8 @@ def read_info(folder: str | Path) -> ModelInfo:
         raise GerminateError(f"{path} is missing fields: {e}") from e
     if info.mask not in MASKS:
         raise GerminateError(f"{path} asks for a mask germinate does not know ({info.mask!r}; known: {', '.join(MASKS)})")
+    if info.pool not in POOLS:
+        raise GerminateError(f"{path} asks for a pooling germinate does not know ({info.pool!r}; known: {', '.join(POOLS)})")
     return info
 
 
@@ -192,7 +199,7 @@ def load_model(folder: str | Path, snapshots: bool = False) -> tuple[list[Networ
     nets = []
     for name in names:
         net = create_network(info.arch, len(info.classes), pretrained=False, hidden=info.hidden, dropout=info.dropout,
-                             bn_eps=info.body_bn_eps)
+                             bn_eps=info.body_bn_eps, pool=info.pool)
         net.use_mask(info.mask)
         load_state_checked(net, load_weights(folder, name, info), str(folder / name))
         nets.append(net.eval())

@@ -11,7 +11,7 @@ from torch import nn
 from germinate.errors import GerminateError
 from germinate.models.backbones import Backbone, create_backbone, set_drop_path
 from germinate.models.fold_bn import conv_bn_pairs, example_images, fold_shared, follow_modes, same_output
-from germinate.models.head import ConcatPool, create_head
+from germinate.models.head import create_head, create_pool
 from germinate.models.plant_mask import apply_mask, check_mask
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -21,15 +21,16 @@ class Network(nn.Module):
     """uint8 (or 0-255 float) images -> class logits. Normalisation lives inside the model, so
     batches stay uint8 until the last moment and an exported model needs nothing else."""
 
-    def __init__(self, backbone: Backbone, n_classes: int, hidden: int = 512, dropout: float = 0.5):
+    def __init__(self, backbone: Backbone, n_classes: int, hidden: int = 512, dropout: float = 0.5,
+                 pool: str = "concat"):
         super().__init__()
         self.arch = backbone.arch
         self.body = backbone.body
-        self.pool = ConcatPool()
-        self.head = create_head(2 * backbone.num_features, n_classes, hidden, dropout)
+        self.pool, per_channel = create_pool(pool)
+        self.head = create_head(per_channel * backbone.num_features, n_classes, hidden, dropout)
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1) * 255.0)
-        head_params = list(self.head.parameters())
+        head_params = [*self.pool.parameters(), *self.head.parameters()]  # GeM's p learns with the head
         self.layer_groups: list[list[nn.Parameter]] = [*backbone.groups, head_params]
         self.norm_params = {id(p) for m in self.modules() if isinstance(m, NORM_TYPES) for p in m.parameters()}
         self.channels_last = False
@@ -103,7 +104,7 @@ class Network(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled body features (B, 2C): what the head sees, and what precompute stores."""
+        """Pooled body features (B, 2C; B, C with GeM): what the head sees, and what precompute stores."""
         body = self.body
         if self.training and self._n_fixed and self.fold_fixed and not torch.compiler.is_compiling():
             body = self._training_body(x.shape[-1])
@@ -158,17 +159,19 @@ def create_network(
     probe_size: int | None = None,
     drop_path: float = 0.0,
     bn_eps: float | None = None,
+    pool: str = "concat",
 ) -> Network:
     """A backbone with pretrained weights and a fresh head for `n_classes`. With `probe_size`,
     one blank image of that size goes through it first, so that a backbone that cannot take
     such images is refused now, in one line, not in the middle of a run. `drop_path`: the
     stochastic depth of the body's last block (see `set_drop_path`). `bn_eps`: the batchnorm eps
-    of the body, when not the one `arch` is built with (see `create_backbone`)."""
+    of the body, when not the one `arch` is built with (see `create_backbone`). `pool`: how the
+    body's feature map becomes the head's input (see `create_pool`)."""
     backbone = create_backbone(arch, pretrained, weights_file, bn_eps)
     if drop_path and not set_drop_path(backbone.body, drop_path):
         raise GerminateError(f"--drop-path needs a model whose residual blocks take stochastic depth (timm's); "
                              f"{arch} has none")
-    net = Network(backbone, n_classes, hidden, dropout)
+    net = Network(backbone, n_classes, hidden, dropout, pool)
     if probe_size:
         check_input_size(net, probe_size)
     return net
