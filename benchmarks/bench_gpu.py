@@ -34,7 +34,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per case (after one warm-up epoch)")
     p.add_argument("--compile", action="store_true", help="also measure each case with --compile")
     p.add_argument("--only", help="one case, ARCH:PX (e.g. efficientnet_lite0:128)")
-    p.add_argument("--amp", default="auto", choices=("auto", "off"), help="off: float32 (auto: bf16 on CUDA)")
+    p.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
+                   help="off: float32; on: bf16; auto: germinate's choice (bf16 on CUDA, float32 compiled)")
     p.add_argument("--compiled-only", action="store_true", help="with --compile, skip the cases without it")
     args = p.parse_args()
     args.limit = None
@@ -42,7 +43,7 @@ def main() -> int:
         print("no CUDA device: nothing measured")
         return 1
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, batch {args.bs}, "
-          f"{'float32' if args.amp == 'off' else 'bf16'}, channels_last")
+          f"{dict(off='float32', on='bf16').get(args.amp, 'bf16 (float32 compiled)')}, channels_last")
     cache = Path(tempfile.mkdtemp(prefix="germinate-gpu-"))
     header = f"{'backbone':<20}{'px':>5}{'compile':>9}{'model only':>13}{'end to end':>13}{'ratio':>7}  notes"
     print(header)

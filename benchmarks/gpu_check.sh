@@ -15,9 +15,11 @@
 #   8. what a SAM step and its move cost (bench_sam_step.py: the move fused against looped)
 #   9. an accuracy screen: --preset best's 24 epochs at SAM's rho 0.05 (as it ships) and 0.1 on
 #      split seeds 1-3, six runs side by side (the GPU waits on launches, so they share it well);
-#      the runs' figures come back as $OUT/screen.tgz
-# STEPS="6 7" bash benchmarks/gpu_check.sh runs only those (default: all; 1-5, 8 and 9 were measured on
-# 2026-12-04, see the README's speed section).
+#      the runs' figures come back as $OUT/screen.tgz. SCREEN_SETTINGS="default gem" screens
+#      bench_accuracy.py's own settings instead; SCREEN_SEEDS, SCREEN_PARALLEL, SCREEN_FLAGS (added
+#      to every run) and SCREEN_S (its time limit) shape it.
+# STEPS="6 7" bash benchmarks/gpu_check.sh runs only those (default: all; each was measured by 2026-12-04,
+# see the README's speed section).
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of the steps here
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
@@ -64,7 +66,7 @@ timeout 60 torchrun --nproc-per-node 1 -m germinate train .devdata/full --out /t
 fi
 if want 6; then
 step "6. --compile in float32"
-timeout 300 python3 benchmarks/bench_gpu.py .devdata/full --epochs 2 --only efficientnet_lite0:128 --compile \
+timeout ${STEP6_S:-300} python3 benchmarks/bench_gpu.py .devdata/full --epochs 2 --only efficientnet_lite0:128 --compile \
     --compiled-only --amp off 2>&1 | grep -v Warning
 fi
 if want 7; then
@@ -76,10 +78,14 @@ step "8. SAM step"
 timeout 60 python3 benchmarks/bench_sam_step.py --device $DEVICE
 fi
 if want 9; then
-step "9. accuracy screen: best at rho 0.05 and 0.1, seeds 1-3, side by side"
-wall timeout ${SCREEN_S:-470} python3 benchmarks/bench_accuracy.py --train .devdata/full --out /tmp/screen --settings \
-    --custom "best-rho005=--preset best --epochs 24" --custom "best-rho010=--preset best --epochs 24 --sam 0.1" \
-    --seeds ${SCREEN_SEEDS:-1,2,3} --parallel 6 --common "--device $DEVICE --workers 2 ${SCREEN_FLAGS:-}" 2>&1 | grep -v Warning
+if [[ -n "${SCREEN_SETTINGS:-}" ]]; then
+    screen=(--settings $SCREEN_SETTINGS)
+else
+    screen=(--settings --custom "best-rho005=--preset best --epochs 24" --custom "best-rho010=--preset best --epochs 24 --sam 0.1")
+fi
+step "9. accuracy screen: ${screen[*]}, seeds ${SCREEN_SEEDS:-1,2,3}, side by side"
+wall timeout ${SCREEN_S:-470} python3 benchmarks/bench_accuracy.py --train .devdata/full --out /tmp/screen "${screen[@]}" \
+    --seeds ${SCREEN_SEEDS:-1,2,3} --parallel ${SCREEN_PARALLEL:-6} --common "--device $DEVICE --workers 2 ${SCREEN_FLAGS:-}" 2>&1 | grep -v Warning
 (cd /tmp/screen && find . -maxdepth 2 \( -name final.json -o -name '*.csv' -o -name config.json -o -name bench_wall_seconds \) |
     tar czf "$OUT/screen.tgz" -T -)  # unfinished runs too: their metrics.csv says how far they got
 fi

@@ -305,13 +305,15 @@ class TrainConfig:
     seed: int = setting(42, "random seed; the same seed repeats a run exactly", "int", "machine",
                         bound=Bound(0, 2**63 - 1, integer=True))
     device: str = setting("auto", "auto picks CUDA when available", "str", "machine", choices=("auto", "cpu", "cuda"))
-    amp: str = setting("auto", "bfloat16 autocast: auto (CUDA only), on, off", "str", "machine", choices=AUTO_ON_OFF)
+    amp: str = setting("auto", "bfloat16 autocast: auto (CUDA, but not with --compile), on, off", "str", "machine",
+                       choices=AUTO_ON_OFF)
     channels_last: str = setting("auto", "NHWC memory layout (auto: on; measured faster on CPU and GPU)", "str",
                                  "machine", choices=AUTO_ON_OFF)
     sync_bn: bool = setting(False, "with several GPUs, batchnorm statistics over all of their batches (CUDA only)",
                             "bool", "machine")
-    compile: bool = setting(False, "torch.compile the network (the first steps compile it; its training diverged on an "
-                                   "H200 with torch 2.11: see the README)", "bool", "machine")
+    compile: bool = setting(False, "torch.compile the network (the first steps compile it); it trains in float32 "
+                                   "unless --amp on: compiled bf16 training diverged on an H200 (see the README)",
+                            "bool", "machine")
     quiet: bool = setting(False, "no progress bars or tables", "bool", "machine", cli=False)
 
     @property

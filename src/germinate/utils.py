@@ -95,3 +95,13 @@ def bf16_is_fast(device: torch.device) -> bool:
     native bf16 (AVX512-BF16) whole training epochs measured slower with it: 75 vs 107 img/s at
     128 px, 54 vs 62 at 160 px (benchmarks/bench_pipeline.py, efficientnet_lite0)."""
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def use_bf16(amp: str, device: torch.device, compiled: bool = False) -> bool:
+    """Whether training runs under bfloat16 autocast (`--amp`): on, off, or auto: where it is
+    fast (bf16_is_fast), but not for a compiled network, whose bf16 training turned NaN in its
+    first epoch on an H200 (torch 2.11, in two sessions) where float32 compiled training stayed
+    finite and was as fast (README, *On a GPU*)."""
+    if amp != "auto":
+        return amp == "on"
+    return bf16_is_fast(device) and not compiled

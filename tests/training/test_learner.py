@@ -42,6 +42,17 @@ def test_two_epochs_on_a_tiny_real_subset_lower_the_loss(data_dir: Path, seed: i
     assert after < before - 0.05, (before, after)  # measured drops 0.09 to 0.22
 
 
+def test_amp_auto_is_bf16_where_it_is_fast_but_not_for_a_compiled_network(monkeypatch: pytest.MonkeyPatch):
+    import germinate.utils as utils
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(utils, "bf16_is_fast", lambda device: device.type == "cuda")  # a GPU with bf16
+    assert utils.use_bf16("auto", cuda) and not utils.use_bf16("auto", torch.device("cpu"))
+    assert not utils.use_bf16("auto", cuda, compiled=True)  # compiled bf16 training diverged there
+    assert utils.use_bf16("on", cuda, compiled=True) and utils.use_bf16("on", torch.device("cpu"))
+    assert not utils.use_bf16("off", cuda)
+
+
 def test_augmentation_path_auto_is_per_image_on_cpu_and_batched_on_cuda(labelled: Path):
     from germinate.training.learner import augment_path
 
