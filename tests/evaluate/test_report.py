@@ -113,3 +113,13 @@ def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path):
     assert img.shape[0] >= 800
     assert img.std() > 10  # not a blank page: text, tables and plots
     assert (img < 128).mean() > 0.005  # some dark pixels (text)
+
+
+def test_an_older_runs_report_shows_the_defaults_of_settings_it_predates(tiny_run: Path, tmp_path: Path):
+    run = tmp_path / "old"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"].pop("pool") == "concat"  # as written before --pool existed
+    (run / "config.json").write_text(json.dumps(cfg))
+    model = write_report(run).read_text().split('<section id="model">', 1)[1].split("</section>", 1)[0]
+    assert "<td>pool</td><td>concat</td>" in model.replace(" ", ""), model

@@ -117,8 +117,9 @@ def _sections(run: RunFolder) -> list[tuple[str, str]]:
     data += _table(["class", "training images", "validation images"], [[k, v["train"], v["valid"]] for k, v in counts.items()])
     data += f"<p>Skipped files: {len(skipped)}</p>" + (_table(["path", "reason"], [[s["path"], s["reason"]] for s in skipped[:50]]) if skipped else "")
     out.append(("Data", data))
-    settings = [[k, c[k]] for k in ("arch", "pretrained", "size", "flip", "min_scale", "bs", "opt", "wd", "hidden", "dropout", "seed")]
-    settings.insert(3, ["test_size", TrainConfig.from_dict(c).eval_size])
+    full = TrainConfig.from_dict(c)  # an older run's config.json lacks the newer settings: their defaults
+    settings = [[k, getattr(full, k)] for k in ("arch", "pretrained", "size", "flip", "min_scale", "bs", "opt", "wd", "pool", "hidden", "dropout", "seed")]
+    settings.insert(3, ["test_size", full.eval_size])
     out.append(("Model", _table(["setting", "value"], settings)))
     out.append(("Reproduce", f"<pre>{html.escape(cfg.get('command') or '')}</pre><p>germinate {html.escape(cfg['germinate_version'])}</p>"))
     return out

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from germinate._version import __version__
 from germinate.errors import GerminateError
 from germinate.models.backbones import LITE_BN_EPS, OFFLINE_ARCHS, batchnorm_eps, recorded_bn_eps
-from germinate.models.network import Network, create_network
 from germinate.models.head import POOLS
+from germinate.models.network import Network, create_network
 from germinate.models.plant_mask import MASKS
 from germinate.utils import atomic_path, write_text_atomic
 
