@@ -46,7 +46,7 @@ from germinate.training.sam import batchnorm_stats_kept, climb, climb_back
 from germinate.training.schedule import Schedule
 from germinate.training.time_budget import Deadline, Speeds, validation_sizes
 from germinate.ui import SILENT, Reporter
-from germinate.utils import bf16_is_fast, derive_seed, resolve_device, use_bf16
+from germinate.utils import derive_seed, resolve_device, use_bf16
 
 BN_IMAGES = 1024  # training images the batchnorm statistics are re-estimated on
 ADHOC = "fit"  # the stage name of Learner.fit, fit_sgdr and fit_one_cycle: a fit of its own, outside the plan
@@ -87,7 +87,7 @@ class Learner:
         if cfg.channels_last != "off":
             self.net.use_channels_last()
         self.amp = use_bf16(cfg.amp, self.device, cfg.compile)
-        if cfg.compile and cfg.amp == "auto" and bf16_is_fast(self.device):
+        if self.amp != use_bf16(cfg.amp, self.device):  # only compiling changed the choice
             reporter.info("--compile: training in float32 (compiled bf16 training diverged on a GPU; --amp on forces it)")
         self.augment_on = augment_path(cfg.augment, self.device)
         if cfg.trivial_augment and self.augment_on == "batch":
