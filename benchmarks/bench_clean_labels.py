@@ -16,14 +16,25 @@ image, and without the hard ones. Both take the same fixed length (`--flags`, by
 18 epochs the default's budget chose on this machine), so that a time budget's probe cannot give
 them different lengths.
 
+That list is drawn from runs that trained on S's validation images (a run of another split seed
+trains on most of them), so a near-duplicate of a validation image with a conflicting label could be
+dropped for that reason: a leak, small or not. `--flag-from folds` draws the list without it, as a
+user would: K folds over S's training images alone (`germinate train kept/train --folds K`, short
+runs), and an image is dropped when its out-of-fold prediction with TTA is another class and gives its
+own label less than `--below`. The cleaned run is then compared with the same `kept` run.
+
     python benchmarks/bench_clean_labels.py --seeds 36,37,38
+    python benchmarks/bench_clean_labels.py --seeds 36 --flag-from folds
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -47,18 +58,35 @@ def hard_images(seed: int, min_seen: int, threshold: float) -> tuple[set[str], i
     return set(hard(tally(tables), min_seen, threshold)), len(tables)
 
 
-def make_folders(source: Path, drop: set[str], where: Path) -> Counter:
-    """kept/{train,valid} (the source run's split) and cleaned/{train,valid} (the same, less the
-    training images in `drop`) under `where`, as symlinks; the dropped images, by class."""
+def folds_flags(where: Path, seed: int, k: int, flags: str, below: float) -> set[str]:
+    """The images of kept/train whose out-of-fold prediction (K folds over kept/train alone, run
+    once into folds-seed<S>) is another class, giving their own label less than `below`."""
+    run = where / f"folds-seed{seed}"
+    if not (run / "oof.csv").exists():
+        cmd = [sys.executable, "-m", "germinate", "train", str(where / "kept" / "train"), "--out", str(run),
+               "--folds", str(k), "--seed", str(seed), "--quiet", *flags.split()]
+        if run.exists():
+            cmd = [sys.executable, "-m", "germinate", "train", "--resume", str(run), "--quiet"]
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        (run / "bench_wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
+    with open(run / "oof.csv") as f:
+        return {r["file"] for r in csv.DictReader(f) if r["predicted"] != r["class"] and float(r[f"tta:{r['class']}"]) < below}
+
+
+def make_folders(source: Path, drop: set[str], where: Path, variant: str | None = "cleaned") -> Counter:
+    """kept/{train,valid} (the source run's split) and, unless `variant` is None, <variant>/{train,valid}
+    (the same, less the training images in `drop`) under `where`, as symlinks; the dropped images,
+    by class."""
     dropped: Counter = Counter()
     for split in ("train", "valid"):
         for file, label in zip(*split_images(source, split)):
             name = f"{label}/{file.name}"
-            for variant in ("kept", "cleaned"):
-                if variant == "cleaned" and split == "train" and name in drop:
+            for folder in ("kept", variant) if variant else ("kept",):
+                if folder == variant and split == "train" and name in drop:
                     dropped[label] += 1
                     continue
-                dst = where / variant / split / name
+                dst = where / folder / split / name
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 if not dst.is_symlink():
                     dst.symlink_to(file.resolve())
@@ -69,6 +97,12 @@ def figures(r: dict) -> str:
     return f"{r['f1']:.3f} / {r['tta']:.3f}"
 
 
+def recall(r: dict, label: str = "Black-grass") -> str:
+    """A class's recall with TTA in a finished run (its per_class.csv)."""
+    with open(r["run"] / "per_class.csv") as f:
+        return next(f"{float(row['recall']):.2f}" for row in csv.DictReader(f) if row["class"] == label)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="36,37,38", help="split seeds, comma-separated (default 36,37,38)")
@@ -77,14 +111,21 @@ def main() -> int:
     p.add_argument("--flags", default="--epochs 18", help="the setting both runs train with (default: --epochs 18)")
     p.add_argument("--min-seen", type=int, default=2, help="an image counts if at least this many runs validated it")
     p.add_argument("--threshold", type=float, default=0.8, help="hard: wrong in at least this share of them")
+    p.add_argument("--flag-from", choices=["runs", "folds"], default="runs",
+                   help="runs: the finished runs of other split seeds; folds: K folds over the split's training images")
+    p.add_argument("--folds", type=int, default=4, help="with --flag-from folds: K (default 4)")
+    p.add_argument("--folds-flags", default="--epochs 8", help="with --flag-from folds: the folds' setting")
+    p.add_argument("--below", type=float, default=0.2,
+                   help="with --flag-from folds: dropped if wrong and its own label's probability is below this")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-clean-labels"), help="where the runs are kept")
     args = p.parse_args()
     out = Path(args.out)
     print(f"flags `{args.flags}`; hard: wrong in >= {args.threshold:.0%} of >= {args.min_seen} runs of other "
           f"split seeds; runs in {out}", flush=True)
     print("| split seed | runs read | training images dropped (by class) | all: micro-F1 / TTA | cleaned: "
-          "micro-F1 / TTA | TTA difference | validation loss, all / cleaned | minutes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+          "micro-F1 / TTA | TTA difference | Black-grass recall (TTA), all / cleaned | validation loss, all / cleaned "
+          "| minutes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     diffs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         source = RUNS / f"{args.split_from}-seed{seed}"
@@ -92,18 +133,27 @@ def main() -> int:
             print(f"no run {source} to take split seed {seed} from: run `python benchmarks/bench_accuracy.py "
                   f"--settings {args.split_from} --seeds {seed}` first", file=sys.stderr)
             return 2
-        drop, read = hard_images(seed, args.min_seen, args.threshold)
         where = out / f"seed{seed}"
-        dropped = make_folders(source, drop, where)
+        cleaned_name = "cleaned" if args.flag_from == "runs" else "folds-cleaned"
+        if args.flag_from == "runs":
+            drop, read = hard_images(seed, args.min_seen, args.threshold)
+        else:
+            make_folders(source, set(), where, None)  # kept/ first: the folds run trains on kept/train
+            drop, read = folds_flags(where, seed, args.folds, args.folds_flags, args.below), args.folds
+            runs_list, _ = hard_images(seed, args.min_seen, args.threshold)
+            print(f"seed {seed}: {len(drop)} flagged by the folds, {len(drop & runs_list)} of them also on the list "
+                  f"from other split seeds' runs ({len(runs_list)} there, in either split)", flush=True)
+        dropped = make_folders(source, drop, where, cleaned_name)
         results = {}
-        for variant in ("kept", "cleaned"):
+        for variant in ("kept", cleaned_name):
             results[variant] = run_one(variant, args.flags, seed, where, train_dir=where / variant / "train",
                                        valid_dir=where / variant / "valid")
-        kept, cleaned = results["kept"], results["cleaned"]
+        kept, cleaned = results["kept"], results[cleaned_name]
         diffs.append(cleaned["tta"] - kept["tta"])
-        (where / "dropped.json").write_text(json.dumps({"dropped": sorted(drop), "by_class": dropped}, indent=1))
+        (where / f"{cleaned_name}-dropped.json").write_text(json.dumps({"dropped": sorted(drop), "by_class": dropped}, indent=1))
         print(f"| {seed} | {read} | {sum(dropped.values())} ({', '.join(f'{k} {v}' for k, v in dropped.most_common())}) "
-              f"| {figures(kept)} | {figures(cleaned)} | {100 * diffs[-1]:+.1f} | {kept['loss']:.3f} / "
+              f"| {figures(kept)} | {figures(cleaned)} | {100 * diffs[-1]:+.1f} | {recall(kept)} / {recall(cleaned)} "
+              f"| {kept['loss']:.3f} / "
               f"{cleaned['loss']:.3f} | {kept['minutes']:.1f} / {cleaned['minutes']:.1f} |", flush=True)
     print(f"mean TTA difference, cleaned - all: {100 * sum(diffs) / len(diffs):+.2f} points over {len(diffs)} splits")
     return 0
