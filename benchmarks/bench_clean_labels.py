@@ -20,8 +20,9 @@ That list is drawn from runs that trained on S's validation images (a run of ano
 trains on most of them), so a near-duplicate of a validation image with a conflicting label could be
 dropped for that reason: a leak, small or not. `--flag-from folds` draws the list without it, as a
 user would: K folds over S's training images alone (`germinate train kept/train --folds K`, short
-runs), and an image is dropped when its out-of-fold prediction with TTA is another class and gives its
-own label less than `--below`. The cleaned run is then compared with the same `kept` run.
+runs), whose label_issues.csv lists the images whose out-of-fold prediction with TTA is another
+class, giving their own label under 0.2; the cleaned run is `germinate train kept/train --valid
+kept/valid --exclude .../label_issues.csv`, compared with the same `kept` run.
 
     python benchmarks/bench_clean_labels.py --seeds 36,37,38
     python benchmarks/bench_clean_labels.py --seeds 36 --flag-from folds
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_accuracy import run_one  # noqa: E402  (how one run is made and read, shared)
 from bench_hard_images import hard, tally  # noqa: E402
 
-from germinate.data.manifest import split_images  # noqa: E402
+from germinate.data.manifest import read_file_list, split_images  # noqa: E402
 from germinate.finish import read_valid_probs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +59,10 @@ def hard_images(seed: int, min_seen: int, threshold: float) -> tuple[set[str], i
     return set(hard(tally(tables), min_seen, threshold)), len(tables)
 
 
-def folds_flags(where: Path, seed: int, k: int, flags: str, below: float) -> set[str]:
-    """The images of kept/train whose out-of-fold prediction (K folds over kept/train alone, run
-    once into folds-seed<S>) is another class, giving their own label less than `below`."""
+def folds_issues(where: Path, seed: int, k: int, flags: str) -> Path:
+    """label_issues.csv of K folds over kept/train alone (run once into folds-seed<S>)."""
     run = where / f"folds-seed{seed}"
-    if not (run / "oof.csv").exists():
+    if not (run / "label_issues.csv").exists():
         cmd = [sys.executable, "-m", "germinate", "train", str(where / "kept" / "train"), "--out", str(run),
                "--folds", str(k), "--seed", str(seed), "--quiet", *flags.split()]
         if run.exists():
@@ -70,8 +70,7 @@ def folds_flags(where: Path, seed: int, k: int, flags: str, below: float) -> set
         started = time.perf_counter()
         subprocess.run(cmd, check=True)
         (run / "bench_wall_seconds").write_text(f"{time.perf_counter() - started:.1f}\n")
-    with open(run / "oof.csv") as f:
-        return {r["file"] for r in csv.DictReader(f) if r["predicted"] != r["class"] and float(r[f"tta:{r['class']}"]) < below}
+    return run / "label_issues.csv"
 
 
 def make_folders(source: Path, drop: set[str], where: Path, variant: str | None = "cleaned") -> Counter:
@@ -115,8 +114,6 @@ def main() -> int:
                    help="runs: the finished runs of other split seeds; folds: K folds over the split's training images")
     p.add_argument("--folds", type=int, default=4, help="with --flag-from folds: K (default 4)")
     p.add_argument("--folds-flags", default="--epochs 8", help="with --flag-from folds: the folds' setting")
-    p.add_argument("--below", type=float, default=0.2,
-                   help="with --flag-from folds: dropped if wrong and its own label's probability is below this")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-clean-labels"), help="where the runs are kept")
     args = p.parse_args()
     out = Path(args.out)
@@ -137,17 +134,21 @@ def main() -> int:
         cleaned_name = "cleaned" if args.flag_from == "runs" else "folds-cleaned"
         if args.flag_from == "runs":
             drop, read = hard_images(seed, args.min_seen, args.threshold)
+            dropped = make_folders(source, drop, where)
+            results = {variant: run_one(variant, args.flags, seed, where, train_dir=where / variant / "train",
+                                        valid_dir=where / variant / "valid") for variant in ("kept", "cleaned")}
         else:
-            make_folders(source, set(), where, None)  # kept/ first: the folds run trains on kept/train
-            drop, read = folds_flags(where, seed, args.folds, args.folds_flags, args.below), args.folds
+            make_folders(source, set(), where, None)  # kept/: the folds run and both runs train on kept/train
+            issues, read = folds_issues(where, seed, args.folds, args.folds_flags), args.folds
+            drop = set(read_file_list(issues))
+            dropped = Counter(f.split("/")[0] for f in drop)
             runs_list, _ = hard_images(seed, args.min_seen, args.threshold)
-            print(f"seed {seed}: {len(drop)} flagged by the folds, {len(drop & runs_list)} of them also on the list "
+            print(f"seed {seed}: {len(drop)} listed by the folds, {len(drop & runs_list)} of them also on the list "
                   f"from other split seeds' runs ({len(runs_list)} there, in either split)", flush=True)
-        dropped = make_folders(source, drop, where, cleaned_name)
-        results = {}
-        for variant in ("kept", cleaned_name):
-            results[variant] = run_one(variant, args.flags, seed, where, train_dir=where / variant / "train",
-                                       valid_dir=where / variant / "valid")
+            results = {"kept": run_one("kept", args.flags, seed, where, train_dir=where / "kept" / "train",
+                                       valid_dir=where / "kept" / "valid"),
+                       cleaned_name: run_one(cleaned_name, f"{args.flags} --exclude {issues}", seed, where,
+                                             train_dir=where / "kept" / "train", valid_dir=where / "kept" / "valid")}
         kept, cleaned = results["kept"], results[cleaned_name]
         diffs.append(cleaned["tta"] - kept["tta"])
         (where / f"{cleaned_name}-dropped.json").write_text(json.dumps({"dropped": sorted(drop), "by_class": dropped}, indent=1))

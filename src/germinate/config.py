@@ -151,6 +151,9 @@ class TrainConfig:
                         "machines; 0: every fold, one after another", "int", "data", bound=INT0, metavar="I")
     limit_per_class: int | None = setting(None, "use at most K images per class (quick runs)", "int", "data",
                                           bound=INT1, metavar="K", default_text="all")
+    exclude: str | None = setting(None, "a CSV with a file column (paths relative to TRAIN_DIR, as in split.csv), such "
+                                  "as a --folds run's label_issues.csv: those images are left out of training, after "
+                                  "the split is drawn (validation keeps any it holds)", "str", "data", metavar="CSV")
     size: int = setting(128, "training image size in pixels", "int", "data", bound=PIXELS, metavar="PX")
     sizes: list[int] | None = setting(None, "progressive resizing: train at these sizes in turn, smallest first (the "
                                       "head at the first; the unfrozen SGDR cycles split over them, the last size "

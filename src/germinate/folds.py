@@ -3,7 +3,8 @@ images, so that every image is validated once, by the one model that did not tra
 
 RUN/fold-1 .. RUN/fold-K are ordinary run folders (each with its report; `--folds K --fold I` runs
 one alone). RUN itself holds config.json (the settings), oof.csv (each image's out-of-fold
-probabilities and fold), final.json (the out-of-fold micro-F1 over all the images, plain and with
+probabilities and fold), label_issues.csv (the images whose labels those predictions doubt, for
+`--exclude`), final.json (the out-of-fold micro-F1 over all the images, plain and with
 TTA, and each fold's own figures), per_class.csv, confusion.png, report.html, and a model.json that
 names the K folds' weights: predict, evaluate, serve and export use RUN as the ensemble of the K
 models, their TTA probabilities averaged. The out-of-fold figures are those of single models on
@@ -25,6 +26,8 @@ from germinate.data.folders import limit_per_class, scan_labelled, stratified_fo
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate import metrics as M
 from germinate.evaluate import plots
+from germinate.evaluate.label_issues import FIELDS as ISSUE_FIELDS
+from germinate.evaluate.label_issues import LABEL_ISSUE_BELOW, issue_rows
 from germinate.evaluate.report import write_report
 from germinate.models.export import export_ensemble, read_info
 from germinate.run import RunFolder, is_run_entry
@@ -149,12 +152,16 @@ def finish_folds(run: RunFolder, k: int, reporter: Reporter) -> dict:
                                "predicted": classes[int(c)], **{f"tta:{n}": r[f"tta:{n}"] for n in classes}}
                               for r, c in zip(rows, predicted)],
                   OOF_FIELDS + [f"tta:{n}" for n in classes])
+    issues = issue_rows(rows, labels, tta, classes)
+    run.write_csv("label_issues.csv", issues, ISSUE_FIELDS)
     run.write_json("final.json", final)
     from germinate.finish import write_per_class
 
     write_per_class(run, t_report)
     plots.plot_confusion(np.array(t_report["confusion"]), classes, run / "confusion.png")
     write_report(run.path)
+    reporter.info(f"{len(issues)} image(s) look mislabelled (out of fold another class, their own label under "
+                  f"{LABEL_ISSUE_BELOW:g} with TTA): listed in label_issues.csv; --exclude it to train without them")
     spread = ", ".join(f"{f['tta']:.3f}" for f in per_fold)
     reporter.info(f"out-of-fold micro-F1 {p_report['f1_micro']:.4f}, with TTA {t_report['f1_micro']:.4f}, over "
                   f"{len(labels)} images ({k} folds; with TTA each: {spread}); {seconds / 60:.1f} min of training in "

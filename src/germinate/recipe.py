@@ -21,7 +21,7 @@ from germinate.config import TrainConfig
 from germinate.data.bundle import DataBundle, load_folder
 from germinate.data.folders import write_skipped
 from germinate.data.manifest import FIELDS as SPLIT_FIELDS
-from germinate.data.manifest import describe_change, rows_hash, split_rows
+from germinate.data.manifest import describe_change, read_file_list, rows_hash, split_rows
 from germinate.errors import GerminateError, TrainingInterrupted
 from germinate.evaluate.predict import tta_views
 from germinate.final_fit import FINAL, FinalFitFolder, final_learner, finish_final_fit, pending
@@ -47,10 +47,12 @@ def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE, merge
     """The run's data, with a one-line summary and a warning for anything skipped. With several
     processes on a machine, its first decodes (and caches) the images while the others wait,
     then they read the cache. `merge_valid`: the validation images train too (a final fit)."""
+    exclude = read_file_list(cfg.exclude) if cfg.exclude else frozenset()
+
     def load() -> DataBundle:
         return load_folder(cfg.train_dir, cfg.cache_px, cfg.valid_pct, cfg.valid_dir, cfg.limit_per_class, cfg.seed,
                            cfg.cache_dir, cfg.use_cache, reporter, cfg.eval_cache_px, merge_valid,
-                           (cfg.fold, cfg.folds) if cfg.fold else None)
+                           (cfg.fold, cfg.folds) if cfg.fold else None, exclude)
 
     data = None
     if world.local_rank == 0:
@@ -64,6 +66,9 @@ def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE, merge
         reporter.warn(f"skipped {len(data.skipped)} file(s) that are not usable images (listed in skipped.csv)")
     if not merge_valid:
         reporter.info(f"{len(data.classes)} classes, {len(data.train)} training and {len(data.valid)} validation images")
+        if exclude:
+            reporter.info(f"--exclude: {len(data.excluded)} of its {len(exclude)} images left out of training (the "
+                          "others are not among this split's training images)")
     return data
 
 

@@ -20,7 +20,7 @@ from germinate.utils import write_text_atomic
 RUN_FILES = ("config.json", "split.csv", "skipped.csv", "metrics.csv", "timings.csv", "lrs.csv", "final.json",
              "per_class.csv", "model.json", "model.safetensors", "model.onnx", "model.onnx.json", "report.html", "curves.png",
              "schedule.png", "confusion.png", "top_losses.png", "lr_find_*", "snapshot-*.safetensors",
-             "submission.csv", "submission.csv.skipped.csv", "valid_probs.csv", "oof.csv", ".*.tmp")
+             "submission.csv", "submission.csv.skipped.csv", "valid_probs.csv", "oof.csv", "label_issues.csv", ".*.tmp")
 RUN_DIRS = {"checkpoints": ("last.pt", "best.safetensors", ".*.tmp"), "eval-*": ("confusion.csv", "confusion.png", ".*.tmp"),
             # --final-fit-all: the first fit's model, and the final fit's logs and checkpoint
             "first-fit": ("model.json", "model.safetensors", ".*.tmp"),

@@ -89,6 +89,10 @@ def test_each_image_is_scored_once_by_the_fold_that_did_not_train_on_it(folds_ru
     assert final["tta"]["n"] == PER_CLASS * CLASSES and final["folds"]["k"] == K
     assert [f["images"] for f in final["folds"]["per_fold"]] == [PER_CLASS * CLASSES // K] * K
     assert all(r["predicted"] == classes[int(np.argmax(p))] for r, p in zip(oof, probs))
+    # label_issues.csv: the out-of-fold mistakes that give their own label under 0.2, least likely first
+    own = {r["file"]: float(r[f"tta:{r['class']}"]) for r in oof}
+    doubted = sorted((r["file"] for r in oof if r["predicted"] != r["class"] and own[r["file"]] < 0.2), key=own.get)
+    assert [r["file"] for r in read_rows(run / "label_issues.csv")] == doubted
     report = (run / "report.html").read_text()
     assert "out of fold" in report and 'href="fold-3/report.html"' in report
 

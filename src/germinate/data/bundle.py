@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,13 @@ from germinate.data.folders import (
     ImageList,
     Skipped,
     limit_per_class,
+    relative_path,
     require_classes,
     scan_labelled,
     stratified_folds,
     stratified_split,
 )
+from germinate.errors import GerminateError
 from germinate.ui import SILENT, Reporter
 
 
@@ -41,6 +44,7 @@ class DataBundle:
     train: Split
     valid: Split
     skipped: list[Skipped] = field(default_factory=list)
+    excluded: list[tuple[Path, int]] = field(default_factory=list)  # --exclude: left out of training (file, label)
 
 
 def decode_split(items: ImageList, px: int, cache_dir, use_cache: bool, reporter: Reporter) -> tuple[Split, list[Skipped]]:
@@ -52,6 +56,19 @@ def decode_split(items: ImageList, px: int, cache_dir, use_cache: bool, reporter
 
 def _take(split: Split, idx: np.ndarray) -> Split:
     return Split(split.source.subset(idx), split.labels[idx], [split.files[i] for i in idx])
+
+
+def _leave_out(train: Split, exclude: Collection[str], root: Path, known: set[str]) -> tuple[Split, list[tuple[Path, int]]]:
+    """`train` less the images listed in `exclude` (paths relative to `root`, the training folder,
+    as in split.csv); every listed path must be one of the folder's images (`known`), so that a
+    list for another folder is refused rather than silently leaving nothing out."""
+    unknown = sorted(set(exclude) - known)
+    if unknown:
+        raise GerminateError(f"--exclude: {len(unknown)} of its {len(set(exclude))} files are not images in {root} "
+                             f"(first: {unknown[0]!r}); paths are relative to the training folder, as in split.csv")
+    out = {i for i, f in enumerate(train.files) if relative_path(Path(f).absolute(), root) in exclude}
+    keep = np.array([i for i in range(len(train)) if i not in out], dtype=np.int64)
+    return _take(train, keep), [(train.files[i], int(train.labels[i])) for i in sorted(out)]
 
 
 def load_folder(
@@ -67,6 +84,7 @@ def load_folder(
     valid_px: int | None = None,
     merge_valid: bool = False,
     fold: tuple[int, int] | None = None,
+    exclude: Collection[str] = (),
 ) -> DataBundle:
     """Scan, check and decode a labelled folder; split it (stratified, seeded) unless `valid_dir`.
 
@@ -74,10 +92,14 @@ def load_folder(
     model is evaluated at another size than it trains at, from a source of its own.
     `merge_valid` (a final fit on all the data): the validation images join the training split
     too; the validation split is still the same one. `fold` (i, k): validate on the i-th (from 1)
-    of k stratified folds instead of a `valid_pct` share.
+    of k stratified folds instead of a `valid_pct` share. `exclude`: paths (relative to `train_dir`)
+    left out of training, after the split is drawn, so the split is the one without them;
+    a listed image that falls in the validation split stays there.
     """
     valid_px = valid_px or px
     items = scan_labelled(train_dir)
+    root = Path(train_dir).absolute()
+    known = {relative_path(Path(f).absolute(), root) for f in items.files} if exclude else set()
     skipped = list(items.skipped)
     if limit:
         items = items.subset(limit_per_class(items.labels, limit, seed))
@@ -107,6 +129,9 @@ def load_folder(
             merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
                                items.classes)
             train, _ = decode_split(merged, px, cache_dir, use_cache, reporter)
-    bundle = DataBundle(items.classes, train, valid, skipped)
+    excluded: list[tuple[Path, int]] = []
+    if exclude:
+        train, excluded = _leave_out(train, exclude, root, known)
+    bundle = DataBundle(items.classes, train, valid, skipped, excluded)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
     return bundle

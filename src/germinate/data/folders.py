@@ -44,6 +44,14 @@ class ImageList:
         return {c: int(n) for c, n in zip(self.classes, binc)}
 
 
+def relative_path(path: Path, root: Path) -> str:
+    """`path` relative to `root`, as split.csv records it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:  # outside its folder (a symlinked tree): keep the whole path
+        return str(path)
+
+
 def _walk_files(root: Path) -> list[Path]:
     """Every file under `root`, following symlinks but never looping, in a stable order."""
     out: list[Path] = []

@@ -5,34 +5,48 @@ training)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from pathlib import Path
 
 from germinate.data.bundle import DataBundle
+from germinate.data.folders import relative_path
 from germinate.errors import GerminateError
 from germinate.run import RunFolder
 
 FIELDS = ["file", "class", "split", "bytes"]
 
 
-def relative_path(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:  # outside its folder (a symlinked tree): keep the whole path
-        return str(path)
-
-
 def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | os.PathLike | None = None) -> list[dict]:
-    """One row per image used: path relative to its folder, class, split, size in bytes."""
+    """One row per image used: path relative to its folder, class, split, size in bytes; and one
+    per image --exclude left out of training (split "excluded")."""
     rows = []
-    for name, part, root in (("train", data.train, train_dir), ("valid", data.valid, valid_dir or train_dir)):
+    excluded = list(zip(*data.excluded)) or [[], []]
+    for name, (files, labels), root in (("train", (data.train.files, data.train.labels), train_dir),
+                                        ("valid", (data.valid.files, data.valid.labels), valid_dir or train_dir),
+                                        ("excluded", excluded, train_dir)):
         base = Path(root).absolute()
-        for f, label in zip(part.files, part.labels):
+        for f, label in zip(files, labels):
             size = Path(f).stat().st_size if Path(f).exists() else -1
             rows.append({"file": relative_path(Path(f).absolute(), base), "class": data.classes[int(label)],
                          "split": name, "bytes": str(size)})
     return rows
+
+
+def read_file_list(path: str | os.PathLike) -> frozenset[str]:
+    """The `file` column of a CSV (split.csv, label_issues.csv, or one of the user's own)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "file" not in (reader.fieldnames or []):
+                raise GerminateError(f"{str(path)!r} has no 'file' column: give a CSV whose 'file' column lists paths "
+                                     "relative to the training folder (as in split.csv)")
+            return frozenset(row["file"] for row in reader if row["file"])
+    except OSError as e:
+        raise GerminateError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise GerminateError(f"{str(path)!r} is not a CSV file ({e})") from None
 
 
 def split_images(run_dir: str | os.PathLike, split: str) -> tuple[list[Path], list[str]]:
