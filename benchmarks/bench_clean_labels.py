@@ -117,9 +117,10 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-clean-labels"), help="where the runs are kept")
     args = p.parse_args()
     out = Path(args.out)
-    print(f"flags `{args.flags}`; hard: wrong in >= {args.threshold:.0%} of >= {args.min_seen} runs of other "
-          f"split seeds; runs in {out}", flush=True)
-    print("| split seed | runs read | training images dropped (by class) | all: micro-F1 / TTA | cleaned: "
+    listed = (f"hard: wrong in >= {args.threshold:.0%} of >= {args.min_seen} runs of other split seeds"
+              if args.flag_from == "runs" else f"label_issues.csv of {args.folds} folds (`{args.folds_flags}`)")
+    print(f"flags `{args.flags}`; {listed}; runs in {out}", flush=True)
+    print("| split seed | runs read (or folds) | training images dropped (by class) | all: micro-F1 / TTA | cleaned: "
           "micro-F1 / TTA | TTA difference | Black-grass recall (TTA), all / cleaned | validation loss, all / cleaned "
           "| minutes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
