@@ -23,9 +23,11 @@ def test_listed_training_images_are_left_out_and_the_split_is_unchanged(labelled
     out = load_folder(labelled, 32, seed=3, exclude=listed)
     assert _rel(out.valid.files, labelled) == valid  # validation keeps what it holds, the one listed too
     assert _rel(out.train.files, labelled) == [f for f in train if f not in listed]
-    assert sorted(_rel([f for f, _ in out.excluded], labelled)) == sorted([train[0], train[5]])
+    assert sorted(_rel(out.excluded.files, labelled)) == sorted([train[0], train[5]])
     kept = {f: y for f, y in zip(_rel(out.train.files, labelled), out.train.labels)}
     assert all(kept[f] == y for f, y in zip(train, plain.train.labels) if f in kept)  # labels stay with their images
+    left = dict(zip(_rel(out.excluded.files, labelled), out.excluded.labels))
+    assert all(left[f] == y for f, y in zip(train, plain.train.labels) if f in left) and len(left) == 2
     rows = split_rows(out, labelled)
     assert sorted(r["file"] for r in rows if r["split"] == "excluded") == sorted([train[0], train[5]])
     assert len(rows) == len(plain.train) + len(plain.valid)  # every image once, its split said

@@ -44,7 +44,7 @@ class DataBundle:
     train: Split
     valid: Split
     skipped: list[Skipped] = field(default_factory=list)
-    excluded: list[tuple[Path, int]] = field(default_factory=list)  # --exclude: left out of training (file, label)
+    excluded: ImageList | None = None  # --exclude: the training images left out
 
 
 def decode_split(items: ImageList, px: int, cache_dir, use_cache: bool, reporter: Reporter) -> tuple[Split, list[Skipped]]:
@@ -58,17 +58,19 @@ def _take(split: Split, idx: np.ndarray) -> Split:
     return Split(split.source.subset(idx), split.labels[idx], [split.files[i] for i in idx])
 
 
-def _leave_out(train: Split, exclude: Collection[str], root: Path, known: set[str]) -> tuple[Split, list[tuple[Path, int]]]:
+def _leave_out(train: Split, exclude: Collection[str], root: Path, rel: dict[Path, str],
+               classes: list[str]) -> tuple[Split, ImageList]:
     """`train` less the images listed in `exclude` (paths relative to `root`, the training folder,
-    as in split.csv); every listed path must be one of the folder's images (`known`), so that a
-    list for another folder is refused rather than silently leaving nothing out."""
-    unknown = sorted(set(exclude) - known)
+    as in split.csv; `rel` maps each of the folder's images to that path), and what it left out.
+    Every listed path must be one of the folder's images, so that a list for another folder is
+    refused rather than silently leaving nothing out."""
+    unknown = sorted(set(exclude) - set(rel.values()))
     if unknown:
         raise GerminateError(f"--exclude: {len(unknown)} of its {len(set(exclude))} files are not images in {root} "
                              f"(first: {unknown[0]!r}); paths are relative to the training folder, as in split.csv")
-    out = {i for i, f in enumerate(train.files) if relative_path(Path(f).absolute(), root) in exclude}
-    keep = np.array([i for i in range(len(train)) if i not in out], dtype=np.int64)
-    return _take(train, keep), [(train.files[i], int(train.labels[i])) for i in sorted(out)]
+    out = np.array([i for i, f in enumerate(train.files) if rel.get(f) in exclude], dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(train)), out)
+    return _take(train, keep), ImageList([train.files[i] for i in out], train.labels[out], classes)
 
 
 def load_folder(
@@ -99,7 +101,7 @@ def load_folder(
     valid_px = valid_px or px
     items = scan_labelled(train_dir)
     root = Path(train_dir).absolute()
-    known = {relative_path(Path(f).absolute(), root) for f in items.files} if exclude else set()
+    rel = {f: relative_path(Path(f).absolute(), root) for f in items.files} if exclude else {}
     skipped = list(items.skipped)
     if limit:
         items = items.subset(limit_per_class(items.labels, limit, seed))
@@ -129,9 +131,9 @@ def load_folder(
             merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
                                items.classes)
             train, _ = decode_split(merged, px, cache_dir, use_cache, reporter)
-    excluded: list[tuple[Path, int]] = []
+    excluded = None
     if exclude:
-        train, excluded = _leave_out(train, exclude, root, known)
+        train, excluded = _leave_out(train, exclude, root, rel, items.classes)
     bundle = DataBundle(items.classes, train, valid, skipped, excluded)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
     return bundle

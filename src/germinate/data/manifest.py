@@ -10,8 +10,10 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
+
 from germinate.data.bundle import DataBundle
-from germinate.data.folders import relative_path
+from germinate.data.folders import ImageList, relative_path
 from germinate.errors import GerminateError
 from germinate.run import RunFolder
 
@@ -22,12 +24,11 @@ def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | 
     """One row per image used: path relative to its folder, class, split, size in bytes; and one
     per image --exclude left out of training (split "excluded")."""
     rows = []
-    excluded = list(zip(*data.excluded)) or [[], []]
-    for name, (files, labels), root in (("train", (data.train.files, data.train.labels), train_dir),
-                                        ("valid", (data.valid.files, data.valid.labels), valid_dir or train_dir),
-                                        ("excluded", excluded, train_dir)):
+    left_out = data.excluded or ImageList([], np.zeros(0, dtype=np.int64), data.classes)
+    for name, split, root in (("train", data.train, train_dir), ("valid", data.valid, valid_dir or train_dir),
+                              ("excluded", left_out, train_dir)):
         base = Path(root).absolute()
-        for f, label in zip(files, labels):
+        for f, label in zip(split.files, split.labels):
             size = Path(f).stat().st_size if Path(f).exists() else -1
             rows.append({"file": relative_path(Path(f).absolute(), base), "class": data.classes[int(label)],
                          "split": name, "bytes": str(size)})
