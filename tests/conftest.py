@@ -100,6 +100,6 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("tinyrun")
     train_dir = make_labelled(base / "train", per_class=16)
     cfg = TrainConfig.from_preset("recipe", train_dir=str(train_dir), size=32, bs=8, freeze_epochs=1, cycles=2,
-                                  cycle_len=1, cycle_mult=1, precompute_augs=1, quiet=True, seed=3)
+                                  cycle_len=1, cycle_mult=1, precompute_augs=1, quiet=True, seed=3, lr_find_steps=40)
     train(cfg, base / "run")
     return base / "run"

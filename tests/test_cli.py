@@ -10,7 +10,8 @@ import pytest
 
 from germinate.cli import main
 
-TINY = ["--preset", "recipe", "--size", "32", "--bs", "8", "--freeze-epochs", "1", "--cycles", "1", "--precompute-augs", "1", "--quiet"]
+TINY = ["--preset", "recipe", "--size", "32", "--bs", "8", "--freeze-epochs", "1", "--cycles", "1", "--precompute-augs", "1", "--quiet",
+        "--lr-find-steps", "40"]  # the recipe's range tests, 40 steps each (100 by default)
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -276,7 +277,8 @@ def test_resume_refuses_flags_it_would_ignore(tmp_path: Path, capsys):
 
 
 def test_lr_find_prints_the_lr_that_auto_trains_with(tmp_path: Path, labelled: Path, capsys):
-    common = ["--preset", "recipe", "--size", "32", "--bs", "4", "--seed", "3", "--quiet"]  # range tests, lr/9
+    common = ["--preset", "recipe", "--size", "32", "--bs", "4", "--seed", "3", "--quiet",  # range tests, lr/9
+              "--lr-find-steps", "40"]  # lr-find's own --steps defaults to it
     code, out, err = run_cli(["lr-find", labelled, "--out", tmp_path / "lr", "--unfrozen", *common], capsys)
     assert code == 0, err
     printed = float(out.strip().splitlines()[-1])

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", required=True, help="folder for lr_find.png, .csv and .json")
     p.add_argument("--start", type=float, default=1e-7, help="first LR (default 1e-7)")
     p.add_argument("--end", type=float, default=10.0, help="last LR (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="mini-batches (default 100)")
+    p.add_argument("--steps", type=int, help="mini-batches (default: --lr-find-steps, 100)")
     p.add_argument("--stop-div", type=float, default=4.0, help="stop once the smoothed loss passes this times its minimum (default 4)")
     p.add_argument("--unfrozen", action="store_true", help="test the whole network instead of the head")
     p.add_argument("--probe", type=int, default=64, help="loss measured on a fixed batch of N training images after each step (default 64); 0: each step's own batch")
@@ -302,7 +302,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         learn.unfreeze()
     else:
         learn.freeze()
-    result = learn.lr_find(args.start, args.end, args.steps, args.stop_div, cfg.suggest, args.probe)
+    result = learn.lr_find(args.start, args.end, args.steps or cfg.lr_find_steps, args.stop_div, cfg.suggest,
+                           args.probe)
     if not world.is_main:
         return 0
     out = Path(args.out)

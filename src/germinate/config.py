@@ -247,6 +247,9 @@ class TrainConfig:
     lr_ratio: float = setting(1.0, "differential LRs: [lr/r^2, lr/r, lr]", "float", "recipe", bound=Bound(1, 1000),
                               metavar="R")
     suggest: str = setting("valley", "range-test rule", "str", "recipe", choices=SUGGESTIONS)
+    lr_find_steps: int = setting(100, "mini-batches of each LR range test (--lr auto runs one before each stage; "
+                                 "fewer for a large network on a CPU, where 100 steps take minutes)", "int",
+                                 "recipe", bound=Bound(10, 10000, integer=True), metavar="N")
     # stages: the head alone (body frozen), then the whole network
     freeze_epochs: int = setting(0, "head-only epochs before the whole network trains (with SGDR, "
                                  "one-epoch cycles); 0 skips the stage", "int", "recipe",

@@ -67,7 +67,7 @@ def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE, merge
     if not merge_valid:
         reporter.info(f"{len(data.classes)} classes, {len(data.train)} training and {len(data.valid)} validation images")
         if exclude:
-            reporter.info(f"--exclude: {len(data.excluded)} of its {len(exclude)} images left out of training (the "
+            reporter.info(f"--exclude: {len(data.excluded or ())} of its {len(exclude)} images left out of training (the "
                           "others are not among this split's training images)")
     return data
 
@@ -76,7 +76,7 @@ def choose_lrs(learn: Learner, i: int) -> None:
     """Run the range test for stage `i` of the plan and give the stage the LRs it suggests."""
     stage = learn.plan[i]
     learn.freeze_to(stage.frozen_groups)
-    result = learn.lr_find(suggest=learn.cfg.suggest)
+    result = learn.lr_find(steps=learn.cfg.lr_find_steps, suggest=learn.cfg.suggest)
     learn.lr_finds[stage.name] = result
     if learn.run is not None:
         result.save(learn.run.path, f"lr_find_{stage.name}", f"LR range test ({stage.name})")

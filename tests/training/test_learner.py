@@ -16,7 +16,7 @@ from tests.conftest import PROB_ATOL
 
 def tiny_cfg(train_dir, **kw) -> TrainConfig:
     base = dict(train_dir=str(train_dir), size=32, bs=8, freeze_epochs=1, cycles=2, cycle_len=1, cycle_mult=1,
-                precompute_augs=1, quiet=True, seed=5, lr=3e-3)
+                precompute_augs=1, quiet=True, seed=5, lr=3e-3, lr_find_steps=40)  # range tests: 40 steps, not 100
     return TrainConfig.from_preset("recipe", **{**base, **kw})
 
 

@@ -23,7 +23,7 @@ from germinate.config import BEST_MINUTES, DEFAULT_MAX_EPOCHS, DEFAULT_MINUTES
 from germinate.errors import GerminateError
 from germinate.training.plan import Stage, plan_stages
 from germinate.training.plan import takes_sam
-from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE, RANGE_TEST_STEPS,
+from germinate.training.time_budget import (CUT_TARGET, FINISH_SECONDS, RANGE_TEST_PROBE,
                                             SAFETY, Deadline, Speeds, StageClock, deadline_for, epochs_for_budget,
                                             epochs_in_time, forward_s, min_epochs, run_seconds, stage_seconds,
                                             validation_sizes)
@@ -52,8 +52,10 @@ def test_a_range_test_and_a_precomputed_head_stage_are_counted():
     plan = plan_stages(cfg)
     assert [s.head_only for s in plan] == [True, False] and all(s.lrs is None for s in plan)
     without = run_seconds(plan_stages(dataclasses.replace(cfg, lr=1e-3)), cfg, SPEEDS, 8)
-    range_test = RANGE_TEST_STEPS * (0.8 + RANGE_TEST_PROBE * 0.004 * (128 / 160) ** 2)
+    range_test = 100 * (0.8 + RANGE_TEST_PROBE * 0.004 * (128 / 160) ** 2)  # --lr-find-steps 100, the default
     assert run_seconds(plan, cfg, SPEEDS, 8) == pytest.approx(without + range_test)
+    shorter = dataclasses.replace(cfg, lr_find_steps=25)  # a quarter of the steps, a quarter of the time
+    assert run_seconds(plan, shorter, SPEEDS, 8) == pytest.approx(without + range_test / 4)
 
 
 def test_forward_time_scales_with_pixels_between_measured_sizes():

@@ -36,7 +36,6 @@ from germinate.training.plan import Stage, plan_stages, stage_sam_epochs, takes_
 # The plan is made for this fraction of what is left of the budget: a 2-core machine's speed
 # drifts by 10-20% within an hour (epochs of 26-46 s in one run), and the probe sees a few seconds.
 SAFETY = 0.9
-RANGE_TEST_STEPS = 100  # Learner.lr_find's default
 RANGE_TEST_PROBE = 64  # images of the fixed batch it scores after every step
 # The plots, the report and the export after the final evaluation (measured 5-10 s on 2 cores).
 FINISH_SECONDS = 10.0
@@ -132,11 +131,11 @@ def stage_seconds(stage: Stage, cfg: TrainConfig, speeds: Speeds, sams: int = 0)
         per_pass = speeds.n_train * forward_s(speeds, size)
         if stage.precompute:
             return seconds + cfg.precompute_augs * per_pass + speeds.n_valid * forward_s(speeds, valid_size)
-        return seconds + epochs * per_pass + (RANGE_TEST_STEPS * RANGE_TEST_PROBE * forward_s(speeds, size)
+        return seconds + epochs * per_pass + (cfg.lr_find_steps * RANGE_TEST_PROBE * forward_s(speeds, size)
                                               if stage.lrs is None else 0.0)
     step = speeds.step_s[size]
     if stage.lrs is None:  # the range test: steps, each scored on the fixed probe batch
-        seconds += RANGE_TEST_STEPS * (step + RANGE_TEST_PROBE * forward_s(speeds, size))
+        seconds += cfg.lr_find_steps * (step + RANGE_TEST_PROBE * forward_s(speeds, size))
     return seconds + epochs * speeds.steps_per_epoch * step + sams * sam_epoch_s(stage, cfg, speeds)
 
 
