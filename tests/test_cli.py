@@ -87,6 +87,9 @@ def test_predict_and_evaluate_error_paths(tmp_path: Path, tiny_run: Path, labell
         (["predict", tiny_run, tmp_path / "nothing"], ["does not exist"]),
         (["evaluate", tiny_run, unlabelled], ["no class subfolders"]),
         (["report", tmp_path], ["config.json is missing"]),
+        (["export", tmp_path, "--onnx", tmp_path / "m.onnx"], ["no exported model"]),
+        # refused before a server starts, without a warning about ONNX first
+        (["serve", tmp_path, "--port", "0"], ["no exported model"]),
     ]
     for args, fragments in cases:
         code, _, err = run_cli(args, capsys)

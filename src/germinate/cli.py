@@ -399,8 +399,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _onnx_for(args: argparse.Namespace) -> str | None:
     """The ONNX file to serve with, or None for PyTorch."""
     from germinate.errors import GerminateError
+    from germinate.models.export import read_info
     from germinate.models.onnx_export import ensure_onnx
 
+    read_info(args.run_dir)  # not a run with a model: said once, not as a failed ONNX export first
     if args.onnx or args.backend == "pytorch" or (args.backend == "auto" and args.device != "cpu"):
         return args.onnx
     try:
