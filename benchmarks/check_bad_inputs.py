@@ -119,6 +119,9 @@ def main() -> int:
     (empty / "notes.txt").write_text("nothing here")
     one = tmp / "one-class"
     shutil.copytree(lab / "Charlock", one / "Charlock")
+    imageless = tmp / "imageless"  # class folders, none holding an image
+    shutil.copytree(empty, imageless / "Charlock")
+    (imageless / "Maize").mkdir()
     cases = [
         ("unlabelled folder with no images", ["predict", str(tmp / "run"), str(empty), "--submission", str(tmp / "s2.csv")]),
         ("labelled folder given to `predict`", ["predict", str(tmp / "run"), str(lab), "--submission", str(tmp / "s3.csv")]),
@@ -126,6 +129,8 @@ def main() -> int:
         ("unlabelled folder given to `evaluate`", ["evaluate", str(tmp / "run"), str(unl)]),
         ("a single usable class", ["train", str(one), "--out", str(tmp / "r3"), *fast]),
         ("a path that does not exist", ["train", str(tmp / "nowhere"), "--out", str(tmp / "r4"), *fast]),
+        ("class folders none of which holds an image", ["train", str(imageless), "--out", str(tmp / "r5"), *fast]),
+        ("an output path that is a folder", ["predict", str(tmp / "run"), str(unl), "--submission", str(empty)]),
     ]
     for what, args in cases:
         code, msg = run(args)

@@ -73,6 +73,28 @@ def test_one_class_is_refused(tmp_path: Path, labelled: Path, capsys):
     assert_one_line_error(code, err, "1 usable class")
 
 
+def test_class_folders_without_images_are_refused_by_every_command_that_reads_them(tmp_path: Path, capsys):
+    for name in ("a", "b"):  # class folders holding no images: one with a stray file, one empty
+        (tmp_path / "data" / name).mkdir(parents=True)
+    (tmp_path / "data" / "a" / "notes.txt").write_text("x")
+    for command in (["train", "--out", tmp_path / "r", *TINY], ["lr-find", "--out", tmp_path / "lr", *TINY],
+                    ["show-batch", "--out", tmp_path / "b.png"]):
+        code, _, err = run_cli([command[0], tmp_path / "data", *command[1:]], capsys)
+        assert_one_line_error(code, err, "class subfolders of", "hold no images (extensions: png")
+
+
+def test_an_output_path_that_is_a_folder_is_refused_before_any_work(tmp_path: Path, tiny_run: Path, labelled: Path,
+                                                                    unlabelled: Path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    for args, flag in ((["predict", tiny_run, unlabelled, "--submission", folder], "--submission"),
+                       (["predict", tiny_run, unlabelled, "--submission", tmp_path / "s.csv", "--probs", folder], "--probs"),
+                       (["evaluate", tiny_run, labelled, "--json", folder], "--json")):
+        code, _, err = run_cli(args, capsys)
+        assert_one_line_error(code, err, f"{flag} '{folder}' is a folder: give a file name")
+        assert code == 2 and list(folder.iterdir()) == [] and not (tmp_path / "s.csv").exists()
+
+
 def test_existing_run_folder_is_not_overwritten(tiny_run: Path, labelled: Path, capsys):
     before = (tiny_run / "model.safetensors").read_bytes()
     code, _, err = run_cli(["train", labelled, "--out", tiny_run, *TINY], capsys)

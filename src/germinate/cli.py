@@ -353,9 +353,11 @@ def print_evaluation(result: dict, reporter) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from germinate.inference import evaluate_folder
-    from germinate.utils import write_text_atomic
+    from germinate.utils import require_file_path, write_text_atomic
 
     reporter = _reporter(args)
+    if args.json:
+        require_file_path(args.json, "--json")
     result = evaluate_folder(args.run_dir, args.labelled_dir, args.out, args.tta, args.bs, args.device,
                              args.cache_dir, args.use_cache, reporter)
     print_evaluation(result, reporter)

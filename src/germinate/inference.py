@@ -20,7 +20,7 @@ from germinate.evaluate.predict import (
 )
 from germinate.models.export import ModelInfo, load_model
 from germinate.ui import SILENT, Reporter
-from germinate.utils import resolve_device, write_csv_atomic
+from germinate.utils import require_file_path, resolve_device, write_csv_atomic
 
 
 Runs = str | Path | Sequence[str | Path]
@@ -81,6 +81,9 @@ def predict_folder(
     `<submission>.skipped.csv` and counted in a warning. Several run folders: their TTA
     probabilities are averaged (an ensemble).
     """
+    for path, what in ((submission, "--submission"), (probs_path, "--probs")):
+        if path is not None:
+            require_file_path(path, what)
     models = _models(run_dir)
     info = models[0][1]
     items = scan_unlabelled(images_dir)

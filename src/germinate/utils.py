@@ -17,6 +17,12 @@ import torch
 from germinate.errors import GerminateError
 
 
+def require_file_path(path: str | os.PathLike, what: str = "output") -> None:
+    """Refuse an output path that is an existing folder, before any work is done for it."""
+    if Path(path).is_dir():
+        raise GerminateError(f"{what} {str(path)!r} is a folder: give a file name")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
@@ -24,6 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     A kill at any moment leaves either the old file or the new one, never half of one.
     """
     path = Path(path)
+    require_file_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)

@@ -12,6 +12,8 @@ from germinate.data.images import is_image_name
 from germinate.errors import GerminateError
 from germinate.utils import write_csv_atomic
 
+EXTENSIONS_TEXT = "png jpg jpeg bmp webp tif"  # what a message about a folder with no images lists
+
 
 @dataclass(frozen=True)
 class Skipped:
@@ -103,6 +105,8 @@ def scan_labelled(root: str | os.PathLike, classes: list[str] | None = None) -> 
             found[d.name] = images
         else:
             skipped.append(Skipped(str(d), "class folder with no images"))
+    if not found:  # (the class folders hold other files, or nothing)
+        raise GerminateError(f"the class subfolders of {str(root)!r} hold no images (extensions: {EXTENSIONS_TEXT})")
     names = sorted(found) if classes is None else list(classes)
     files, labels = [], []
     for i, name in enumerate(names):
@@ -124,7 +128,7 @@ def scan_unlabelled(root: str | os.PathLike) -> ImageList:
                 f"{str(root)!r} holds no images, only subfolders: it looks like a labelled folder "
                 "(use 'germinate evaluate' for labelled data, or point at the folder of images)"
             )
-        raise GerminateError(f"{str(root)!r} holds no images (extensions: png jpg jpeg bmp webp tif)")
+        raise GerminateError(f"{str(root)!r} holds no images (extensions: {EXTENSIONS_TEXT})")
     return ImageList(images, np.full(len(images), -1, dtype=np.int64), [], skipped)
 
 
