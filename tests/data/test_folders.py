@@ -130,6 +130,12 @@ def test_explicit_validation_folder(labelled: Path, tmp_path: Path):
     data = load_folder(labelled, 32, valid_dir=valid)
     assert len(data.train) == 36 and len(data.valid) == 9
     assert data.classes == ["Blue leaf", "Green-leaf", "Red leaf"]
+    # a validation folder of other classes only leaves nothing to validate on: refused, with or without --limit
+    for name in ("Blue leaf", "Green-leaf", "Red leaf"):
+        (valid / name).rename(valid / f"Other {name}")
+    for limit in (None, 2):
+        with pytest.raises(GerminateError, match=r"validation folder .* has no images in the training classes \(Blue"):
+            load_folder(labelled, 32, valid_dir=valid, limit=limit)
 
 
 @pytest.mark.parametrize("separate_valid", [False, True])

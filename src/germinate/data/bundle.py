@@ -121,6 +121,9 @@ def load_folder(
             skipped += bad  # only a file changed since it was first read
     else:
         vitems = scan_labelled(valid_dir, classes=items.classes)
+        if not len(vitems):
+            raise GerminateError(f"validation folder {str(valid_dir)!r} has no images in the training classes "
+                                 f"({', '.join(items.classes)})")
         skipped += vitems.skipped
         if limit:
             vitems = vitems.subset(limit_per_class(vitems.labels, limit, seed))
