@@ -116,6 +116,14 @@ def test_predict_and_evaluate_error_paths(tmp_path: Path, tiny_run: Path, labell
     for args, fragments in cases:
         code, _, err = run_cli(args, capsys)
         assert_one_line_error(code, err, *fragments)
+    import socket
+
+    with socket.socket() as taken:  # a port another process listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_cli(["serve", tiny_run, "--port", port], capsys)
+        assert_one_line_error(code, err, f"cannot serve on 127.0.0.1:{port} (Address already in use)", "--port")
 
 
 def test_evaluate_on_other_classes_is_reported(tmp_path: Path, tiny_run: Path, capsys):

@@ -389,6 +389,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from germinate.serve.app import create_app
     from germinate.serve.predictor import Limits, Predictor
 
+    _require_free_port(args.host, args.port)  # before the model loads and "serving ..." is printed
     predictor = Predictor(args.run_dir, args.tta, _onnx_for(args), args.device)
     limits = Limits(args.max_bytes, args.max_pixels, args.max_files)
     app = create_app(predictor, limits, args.max_batch, args.max_wait_ms / 1000)
@@ -396,6 +397,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Refuse, in one line, a port another process listens on (uvicorn would say so after a banner)."""
+    import socket
+
+    from germinate.errors import GerminateError
+
+    if port == 0:  # any free port
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind((host, port))
+    except OSError as e:
+        raise GerminateError(f"cannot serve on {host}:{port} ({e.strerror}): choose another --port or --host") from e
 
 
 def _onnx_for(args: argparse.Namespace) -> str | None:
