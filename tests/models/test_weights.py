@@ -17,7 +17,7 @@ from germinate.models.backbones import (
 )
 from germinate.models.head import ConcatPool
 from germinate.models.network import create_network, sync_batchnorm
-from germinate.models.weights import load_by_order, load_weights_file
+from germinate.models.weights import load_by_order, load_weights_file, read_state_file
 
 
 def _chelsea(size: int = 224) -> torch.Tensor:
@@ -75,6 +75,20 @@ def test_load_by_order_fails_loudly_on_a_mismatch():
     short = OrderedDict(list(good.items())[:3])
     with pytest.raises(GerminateError, match="has 3 tensors but"):
         load_by_order(model, short, "test")
+
+
+def test_a_weights_file_that_is_not_tensors_alone_is_refused_without_unpickling_it(tmp_path):
+    import datetime
+
+    garbage, pickled = tmp_path / "garbage.pth", tmp_path / "pickled.pth"
+    garbage.write_bytes(b"not a checkpoint at all\n")
+    torch.save({"conv.weight": torch.zeros(1), "saved": datetime.date(2026, 1, 1)}, pickled)  # a class's pickle
+    for path in (garbage, pickled):
+        with pytest.raises(GerminateError) as e:
+            read_state_file(path)
+        message = str(e.value)
+        assert "not a safetensors file or a PyTorch file of tensors alone" in message, message
+        assert "weights_only" not in message and len(message.splitlines()) == 1
 
 
 def test_weights_file_for_another_architecture_names_both(tmp_path):

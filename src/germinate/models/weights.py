@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -60,6 +61,10 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's own text suggests weights_only=False, which germinate never does
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0].split(". ")[0][:120]
+        raise GerminateError(f"cannot read weights file {str(path)!r}: not a safetensors file or a PyTorch file of "
+                             f"tensors alone (germinate never runs a file's pickled code; {detail})") from e
     except Exception as e:
         raise GerminateError(f"cannot read weights file {str(path)!r}: {str(e).splitlines()[0][:160]}") from e
     for key in ("state_dict", "model"):  # common wrappers around a state dict
