@@ -67,7 +67,7 @@ def load_data(cfg: TrainConfig, reporter: Reporter, world: World = SINGLE, merge
     if not merge_valid:
         reporter.info(f"{len(data.classes)} classes, {len(data.train)} training and {len(data.valid)} validation images")
         if exclude:
-            reporter.info(f"--exclude: {len(data.excluded or ())} of its {len(exclude)} images left out of training (the "
+            reporter.info(f"--exclude: {len(data.excluded)} of its {len(exclude)} images left out of training (the "
                           "others are not among this split's training images)")
     return data
 

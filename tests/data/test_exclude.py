@@ -18,6 +18,8 @@ def _rel(files, root: Path) -> list[str]:
 
 def test_listed_training_images_are_left_out_and_the_split_is_unchanged(labelled: Path):
     plain = load_folder(labelled, 32, seed=3)
+    assert len(plain.excluded) == 0 and plain.excluded.classes == plain.classes  # nothing left out without a list
+    assert {r["split"] for r in split_rows(plain, labelled)} == {"train", "valid"}
     train, valid = _rel(plain.train.files, labelled), _rel(plain.valid.files, labelled)
     listed = {train[0], train[5], valid[0]}  # two training images and a validation one
     out = load_folder(labelled, 32, seed=3, exclude=listed)

@@ -43,8 +43,8 @@ class DataBundle:
     classes: list[str]
     train: Split
     valid: Split
+    excluded: ImageList  # --exclude: the training images left out (empty without it)
     skipped: list[Skipped] = field(default_factory=list)
-    excluded: ImageList | None = None  # --exclude: the training images left out
 
 
 def decode_split(items: ImageList, px: int, cache_dir, use_cache: bool, reporter: Reporter) -> tuple[Split, list[Skipped]]:
@@ -134,9 +134,9 @@ def load_folder(
             merged = ImageList(list(train.files) + list(valid.files), np.concatenate([train.labels, valid.labels]),
                                items.classes)
             train, _ = decode_split(merged, px, cache_dir, use_cache, reporter)
-    excluded = None
+    excluded = ImageList.empty(items.classes)
     if exclude:
         train, excluded = _leave_out(train, exclude, root, rel, items.classes)
-    bundle = DataBundle(items.classes, train, valid, skipped, excluded)
+    bundle = DataBundle(items.classes, train, valid, excluded, skipped)
     require_classes(ImageList(train.files, train.labels, items.classes), str(train_dir))
     return bundle

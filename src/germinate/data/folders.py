@@ -32,6 +32,11 @@ class ImageList:
     classes: list[str]
     skipped: list[Skipped] = field(default_factory=list)
 
+    @classmethod
+    def empty(cls, classes: list[str]) -> ImageList:
+        """No images, over `classes`."""
+        return cls([], np.zeros(0, dtype=np.int64), classes)
+
     def __len__(self) -> int:
         return len(self.files)
 

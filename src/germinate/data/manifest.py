@@ -10,10 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
-import numpy as np
-
 from germinate.data.bundle import DataBundle
-from germinate.data.folders import ImageList, relative_path
+from germinate.data.folders import relative_path
 from germinate.errors import GerminateError
 from germinate.run import RunFolder
 
@@ -24,9 +22,8 @@ def split_rows(data: DataBundle, train_dir: str | os.PathLike, valid_dir: str | 
     """One row per image used: path relative to its folder, class, split, size in bytes; and one
     per image --exclude left out of training (split "excluded")."""
     rows = []
-    left_out = data.excluded or ImageList([], np.zeros(0, dtype=np.int64), data.classes)
     for name, split, root in (("train", data.train, train_dir), ("valid", data.valid, valid_dir or train_dir),
-                              ("excluded", left_out, train_dir)):
+                              ("excluded", data.excluded, train_dir)):
         base = Path(root).absolute()
         for f, label in zip(split.files, split.labels):
             size = Path(f).stat().st_size if Path(f).exists() else -1
