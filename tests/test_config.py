@@ -51,7 +51,7 @@ def _everything_changed() -> TrainConfig:
         preset="best", sizes=[64, 96], bn_reestimate=True, fixed_blocks=5, freeze_bn=True, train_dir="/data/seed lings/train", valid_dir="/data/valid", valid_pct=0.2, folds=5, fold=2, limit_per_class=7, exclude="/data/issues.csv", size=96,
         test_size=120, cache_margin=1.5, cache_dir="/tmp/a cache", use_cache=False, workers=3, flip="side-on", augment="image", trivial_augment=True,
         min_scale=0.5, mask="green", max_rotate=20.0, max_lighting=0.1, erase=0.25, mixup=0.2, cutmix=1.0, arch="resnet18", pretrained=False, weights="/w.safetensors",
-        pool="gem", hidden=0, dropout=0.25, drop_path=0.1, bs=16, opt="sgd", wd=0.001, momentum=0.8, label_smoothing=0.1, poly=1.0, sam=0.05, sam_last=0.25, lr=0.003, class_weights="sqrt", sampler="sqrt",
+        pool="gem", hidden=0, dropout=0.25, drop_path=0.1, bs=16, opt="sgd", wd=0.001, wd_norm_bias=False, momentum=0.8, label_smoothing=0.1, poly=1.0, sam=0.05, sam_last=0.25, lr=0.003, class_weights="sqrt", sampler="sqrt",
         lrs=[1e-4, 3e-4, 1e-3], lr_ratio=2.5, suggest="steepest", lr_find_steps=60, freeze_epochs=3, schedule="onecycle", epochs=5, time_budget=12.5, size_epochs=[2, 3], resize_lr=0.5,
         cycles=2, cycle_len=2, cycle_mult=3, warmup_pct=0.2, precompute="off", precompute_augs=2,
         snapshot_ensemble=True, final_fit_all=True, valid_every=3, logit_adjust=0.5, tta=3, seed=7, device="cpu", amp="off", channels_last="off", sync_bn=True, compile=True, quiet=True,

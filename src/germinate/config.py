@@ -220,6 +220,9 @@ class TrainConfig:
     bs: int = setting(32, "batch size", "int", "optimisation", bound=Bound(2, integer=True))
     opt: str = setting("adamw", "optimizer", "str", "optimisation", choices=("adamw", "sgd"))
     wd: float = setting(0.01, "weight decay", "float", "optimisation", bound=Bound(0, 1))
+    wd_norm_bias: bool = setting(True, "weight decay on normalisation scales and shifts and on biases too "
+                                 "(--no-wd-norm-bias: on weight matrices and kernels only, as fastai and timm do)",
+                                 "bool", "optimisation")
     momentum: float = setting(0.9, "SGD momentum, or AdamW's beta1", "float", "optimisation", bound=UNIT_OPEN)
     label_smoothing: float = setting(0.0, "label smoothing", "float", "optimisation", bound=UNIT_OPEN)
     poly: float = setting(0.0, "Poly-1 loss: cross-entropy plus EPS x (1 - the probability given to the true class), "

@@ -87,6 +87,25 @@ def test_freeze_keeps_batchnorm_trainable(labelled: Path):
     assert all(p.requires_grad for p in net.parameters())
 
 
+@pytest.mark.parametrize("wd_norm_bias", [True, False])
+def test_weight_decay_reaches_norms_and_biases_only_when_asked_at_each_group_s_lr(labelled: Path, wd_norm_bias: bool):
+    wd, lrs = 0.5, [0.02, 0.05, 0.1]  # differential LRs: each layer group decays by its own
+    learn = create_learner(tiny_cfg(labelled, wd=wd, wd_norm_bias=wd_norm_bias))
+    learn.unfreeze()
+    learn._set_lrs(lrs)
+    before = [[p.detach().clone() for p in params] for params in learn.net.layer_groups]
+    for p in learn.net.parameters():
+        p.grad = torch.zeros_like(p)  # AdamW with a zero gradient: only the decay moves a tensor
+    learn.opt.step()
+    one_d = 0
+    for g, params in enumerate(learn.net.layer_groups):
+        for p, b in zip(params, before[g]):
+            decays = wd_norm_bias or p.ndim > 1
+            one_d += p.ndim <= 1
+            assert torch.allclose(p.detach(), b * (1 - lrs[g] * wd) if decays else b, atol=1e-6), (g, p.shape)
+    assert one_d > 0 and any(p.ndim > 1 for p in learn.net.layer_groups[0])
+
+
 def test_fixed_blocks_stay_as_pretrained_through_every_stage(labelled: Path, tmp_path: Path):
     from germinate.models.network import create_network
 

@@ -73,7 +73,7 @@ def _one_step(labelled: Path, sam: float, lr: float) -> tuple[dict, dict, dict]:
     learner's first batch, from the same pretrained start and head initialisation."""
     learn = create_learner(TrainConfig(train_dir=str(labelled), size=32, bs=8, epochs=1, quiet=True, seed=5, sam=sam))
     learn.unfreeze()
-    learn._set_lrs([lr] * len(learn.opt.param_groups))
+    learn._set_lrs([lr] * len(learn.net.layer_groups))
     x, y = next(learn._train_batches(("sam",), 0, precompute=False))
     before = {k: v.clone() for k, v in learn.net.state_dict().items()}
     learn._set_mode(False)
