@@ -159,6 +159,8 @@ SETTINGS.update({
     "trivial": "--trivial-augment --time 14 --epochs 40",
     # generalised-mean pooling for the head (p learnt from 3) in place of average and max side by side
     "gem": "--pool gem --time 14 --epochs 40",
+    # no weight decay on normalisation scales and shifts or on biases (fastai's and timm's default)
+    "no-wd-norm-bias": "--no-wd-norm-bias --time 14 --epochs 40",
 })
 
 # Settings measured on the default's loop before its time budget keep their meaning (and their

@@ -7,7 +7,9 @@ trained, with the same data, order and length plus `--flags`. Each split's diffe
 so their spread, not the 0.8-point standard error of one split of 806 images, says whether a
 lever helped. A kept run missing is trained first (as bench_clean_labels.py would).
 
-    python benchmarks/bench_paired.py --name no-wd-norm-bias --flags "--no-wd-norm-bias" --seeds 38,36,37
+    python benchmarks/bench_paired.py --name no-wd-norm-bias --flags=--no-wd-norm-bias --seeds 38,36,37
+
+(`--flags=...` with the equals sign: a value that starts with a dash.)
 """
 
 from __future__ import annotations
