@@ -34,6 +34,14 @@ def _data_dir() -> Path | None:
     return None
 
 
+# Under pytest-xdist (pyproject's addopts: two workers) each worker takes one core: two workers of
+# two threads each on a 2-core machine ran the suite slower than one process did.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # the tests' own subprocesses too
+    import torch
+
+    torch.set_num_threads(1)
+
 DATA = _data_dir()
 needs_data = pytest.mark.skipif(DATA is None, reason="shared Plant Seedlings data not found (set GERMINATE_DATA)")
 
